@@ -1,0 +1,55 @@
+"""Where each object lives inside a session's store: shared by the manager and the worker.
+
+::
+
+    session.json                          who, when, which versions (for status and cleanup)
+    functions/<sha256>                    a pickled callable, once per content hash
+    batches/<batch id>                    the calls of one batch
+    assign/<worker id>/<seq>              JSON: the worker's seq-th assignment, or a stop order
+    results/<batch id>.<attempt>.<part>   results of some calls of a batch, written as they finish
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "SESSION",
+    "RESULTS_PREFIX",
+    "function_key",
+    "batch_key",
+    "assign_key",
+    "result_key",
+    "parse_result_key",
+]
+
+SESSION = "session.json"
+RESULTS_PREFIX = "results/"
+
+# Names of the environment variables a worker reads: keys and settings, never data or secrets.
+ENV_STORE_URL = "STARBURST_STORE_URL"
+ENV_WORKER_ID = "STARBURST_WORKER_ID"
+ENV_IDLE_TIMEOUT = "STARBURST_IDLE_TIMEOUT"
+ENV_FLUSH_INTERVAL = "STARBURST_FLUSH_INTERVAL"
+ENV_POLL_MAX = "STARBURST_POLL_MAX"
+ENV_PARENT_PID = "STARBURST_PARENT_PID"
+
+
+def function_key(digest: str) -> str:
+    return f"functions/{digest}"
+
+
+def batch_key(batch_id: str) -> str:
+    return f"batches/{batch_id}"
+
+
+def assign_key(worker_id: str, seq: int) -> str:
+    return f"assign/{worker_id}/{seq:06d}"
+
+
+def result_key(batch_id: str, attempt: int, part: int) -> str:
+    return f"{RESULTS_PREFIX}{batch_id}.{attempt}.{part:05d}"
+
+
+def parse_result_key(key: str) -> tuple[str, int, int]:
+    """Return (batch id, attempt, part) of a result key."""
+    batch_id, attempt, part = key[len(RESULTS_PREFIX):].rsplit(".", 2)
+    return batch_id, int(attempt), int(part)

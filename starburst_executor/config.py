@@ -1,0 +1,216 @@
+"""Settings: one frozen record, resolved once per executor.
+
+Precedence, highest first: keyword argument > ``STARBURST_<NAME>`` environment variable > the
+config file written by ``starburst setup`` > default.  The file is JSON, at ``$STARBURST_CONFIG``
+or ``~/.config/starburst/config.json``.  Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+__all__ = ["Config", "load_config", "config_path", "parse_memory", "write_config_file", "BACKENDS"]
+
+BACKENDS = ("fargate", "local", "docker")
+ARCHITECTURES = ("x86_64", "arm64")
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every setting of an executor.  Build it with :func:`load_config`."""
+
+    backend: str = "fargate"
+    max_workers: int | None = None
+    # Resources of one worker.
+    cpu: float = 1.0
+    memory: int = 2048  # MiB
+    ephemeral_storage: int = 21  # GiB
+    architecture: str = "x86_64"
+    spot: bool = False
+    # Where things live.
+    region: str | None = None
+    bucket: str | None = None
+    prefix: str = "starburst"
+    store: str | None = None  # URL of the object store root; overrides bucket/prefix
+    kms_key_id: str | None = None
+    cluster: str = "starburst"
+    image: str | None = None
+    auto_build: bool = False
+    subnets: tuple[str, ...] = ()
+    security_groups: tuple[str, ...] = ()
+    assign_public_ip: bool = True
+    execution_role: str = "starburstECSExecutionRole"
+    task_role: str = "starburstECSTaskRole"
+    log_group: str = "/starburst/workers"
+    # Behaviour.
+    max_retries: int = 3
+    idle_timeout: float = 60.0
+    start_timeout: float = 600.0
+    task_timeout: float | None = None
+    max_cost: float | None = None
+    progress: bool = False
+
+    def replace(self, **changes: Any) -> Config:
+        """Return a copy with ``changes`` applied and validated."""
+        return _validated(dataclasses.replace(self, **changes))
+
+
+_FIELDS = {f.name: f for f in dataclasses.fields(Config)}
+
+
+def config_path() -> Path:
+    """Where the config file lives: ``$STARBURST_CONFIG`` or ``~/.config/starburst/config.json``."""
+    explicit = os.environ.get("STARBURST_CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+    return Path(base) / "starburst" / "config.json"
+
+
+def write_config_file(values: Mapping[str, Any], path: Path | None = None) -> Path:
+    """Write ``values`` (validated field names only) as the config file; return its path."""
+    unknown = set(values) - set(_FIELDS)
+    if unknown:
+        raise ConfigError(f"unknown settings {sorted(unknown)}; valid names: {sorted(_FIELDS)}")
+    path = path or config_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(dict(values), indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+    return path
+
+
+def load_config(
+    overrides: Mapping[str, Any] | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    path: Path | None = None,
+) -> Config:
+    """Resolve settings: ``overrides`` > ``STARBURST_*`` in ``env`` > config file > defaults.
+
+    ``None`` in ``overrides`` means "not given".  Raises :class:`ConfigError` naming the bad value
+    and its source.
+    """
+    env = os.environ if env is None else env
+    values: dict[str, Any] = {}
+    sources: dict[str, str] = {}
+    file = path or config_path()
+    if file.exists():
+        try:
+            data = json.loads(file.read_text())
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"cannot read config file {file}: {exc}; fix or delete it") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {file} must hold a JSON object")
+        for name, value in data.items():
+            if name in _FIELDS:  # unknown keys are ignored so old clients read newer files
+                values[name] = value
+                sources[name] = f"config file {file}"
+    for name in _FIELDS:
+        raw = env.get("STARBURST_" + name.upper())
+        if raw is not None and raw != "":
+            values[name] = raw
+            sources[name] = f"environment variable STARBURST_{name.upper()}"
+    for name, value in (overrides or {}).items():
+        if name not in _FIELDS:
+            raise ConfigError(f"unknown setting {name!r}; valid names: {sorted(_FIELDS)}")
+        if value is not None:
+            values[name] = value
+            sources[name] = f"argument {name}="
+    converted = {}
+    for name, value in values.items():
+        try:
+            converted[name] = _convert(name, value)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{sources[name]}: invalid {name}={value!r}: {exc}") from None
+    return _validated(Config(**converted))
+
+
+_MEMORY_UNITS = {
+    "": 1, "m": 1, "mb": 1, "mib": 1,
+    "g": 1024, "gb": 1024, "gib": 1024,
+    "k": 1 / 1024, "kb": 1 / 1024, "kib": 1 / 1024,
+}
+
+
+def parse_memory(value: str | int | float) -> int:
+    """Return MiB from ``value``: a number of MiB, or a string such as ``"8GB"``, ``"512MiB"``.
+
+    Like Fargate, GB means GiB.
+    """
+    if isinstance(value, bool):
+        raise ValueError("memory must be a number of MiB or a string such as '8GB'")
+    if isinstance(value, (int, float)):
+        mib = float(value)
+    else:
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", value)
+        if not match or match.group(2).lower() not in _MEMORY_UNITS:
+            raise ValueError(
+                f"cannot read memory {value!r}: write e.g. '512MiB', '2GB', '8GiB' or 4096 (MiB)"
+            )
+        mib = float(match.group(1)) * _MEMORY_UNITS[match.group(2).lower()]
+    if mib <= 0 or not math.isfinite(mib) or mib != int(mib):
+        raise ValueError(f"memory must be a positive whole number of MiB, got {value!r}")
+    return int(mib)
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("1", "true", "yes", "on"):
+        return True
+    if text in ("0", "false", "no", "off"):
+        return False
+    raise ValueError("expected true/false")
+
+
+def _to_tuple(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return tuple(str(part) for part in value)
+
+
+def _convert(name: str, value: Any) -> Any:
+    if name == "memory":
+        return parse_memory(value)
+    if name in ("max_workers", "ephemeral_storage", "max_retries"):
+        if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+            raise ValueError("expected a whole number")
+        return int(value)
+    if name in ("cpu", "idle_timeout", "start_timeout", "task_timeout", "max_cost"):
+        if isinstance(value, bool):
+            raise ValueError("expected a number")
+        return float(value)
+    if name in ("spot", "assign_public_ip", "auto_build", "progress"):
+        return _to_bool(value)
+    if name in ("subnets", "security_groups"):
+        return _to_tuple(value)
+    return str(value)
+
+
+def _validated(config: Config) -> Config:
+    if config.backend not in BACKENDS:
+        raise ConfigError(f"backend={config.backend!r} is not one of {', '.join(BACKENDS)}")
+    if config.architecture not in ARCHITECTURES:
+        raise ConfigError(
+            f"architecture={config.architecture!r} is not one of {', '.join(ARCHITECTURES)}"
+        )
+    if config.max_workers is not None and config.max_workers < 1:
+        raise ConfigError(f"max_workers must be at least 1, got {config.max_workers}")
+    if config.max_retries < 0:
+        raise ConfigError(f"max_retries must be 0 or more, got {config.max_retries}")
+    for name in ("idle_timeout", "start_timeout", "task_timeout", "max_cost", "cpu"):
+        value = getattr(config, name)
+        if value is not None and not value > 0:
+            raise ConfigError(f"{name} must be positive, got {value}")
+    return config

@@ -1,0 +1,43 @@
+"""Object stores, chosen by URL scheme and imported lazily.
+
+==========  ==========================================  ==================
+scheme      class                                       needs
+==========  ==========================================  ==================
+``file``    :class:`~.local.LocalStore`                 nothing
+``memory``  :class:`~.memory.MemoryStore` (in-process)  nothing
+``s3``      :class:`~.s3.S3Store`                       boto3
+==========  ==========================================  ==================
+"""
+
+from __future__ import annotations
+
+import importlib
+from urllib.parse import urlparse
+
+from ..errors import ConfigError
+from .base import ObjectStore, StoreStats
+
+__all__ = ["ObjectStore", "StoreStats", "open_store", "STORES"]
+
+STORES: dict[str, tuple[str, str, str]] = {
+    "file": ("starburst_executor.storage.local", "LocalStore", ""),
+    "memory": ("starburst_executor.storage.memory", "MemoryStore", ""),
+    "s3": ("starburst_executor.storage.s3", "S3Store", "pip install boto3"),
+}
+
+
+def open_store(url: str) -> ObjectStore:
+    """Open the store at ``url``; its class is picked by the URL scheme."""
+    scheme = urlparse(url).scheme
+    try:
+        module_name, class_name, hint = STORES[scheme]
+    except KeyError:
+        raise ConfigError(
+            f"no object store for URL {url!r}: use one of {', '.join(s + '://' for s in STORES)}"
+        ) from None
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigError(f"the {scheme}:// store needs a missing package ({exc}): {hint}") from None
+    store: ObjectStore = getattr(module, class_name).from_url(url)
+    return store

@@ -1,0 +1,49 @@
+"""The object store seam: a handful of primitives over flat keys.
+
+A store is opened on a URL that already names the session (``file:///tmp/x/sessions/abc`` or
+``s3://bucket/starburst/sessions/abc``); keys are relative to it and use ``/`` as separator.
+The client and the workers open the same URL, so only that URL travels to a worker.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+__all__ = ["ObjectStore", "StoreStats"]
+
+
+class StoreStats:
+    """Counts of the requests a store made, by operation; bytes moved each way."""
+
+    def __init__(self) -> None:
+        self.requests: dict[str, int] = {}
+        self.bytes_in = 0
+        self.bytes_out = 0
+
+    def count(self, operation: str, n: int = 1) -> None:
+        self.requests[operation] = self.requests.get(operation, 0) + n
+
+
+@runtime_checkable
+class ObjectStore(Protocol):
+    """Where payloads and results live.  Implementations must be safe to share between threads."""
+
+    url: str
+    """The URL that opens this same store in another process (see ``open_store``)."""
+
+    stats: StoreStats
+
+    def put(self, key: str, data: bytes) -> None:
+        """Store ``data`` at ``key`` atomically: a reader sees all of it or nothing."""
+
+    def get(self, key: str) -> bytes:
+        """Return the object at ``key``; raise ``ObjectNotFound`` when there is none."""
+
+    def list(self, prefix: str, start_after: str = "") -> list[str]:
+        """Return the keys under ``prefix`` greater than ``start_after``, sorted, in one listing."""
+
+    def delete_prefix(self, prefix: str) -> None:
+        """Delete every object under ``prefix`` (``""``: the whole session)."""
+
+    def close(self) -> None:
+        """Release connections; the store is not used afterwards."""

@@ -1,0 +1,118 @@
+"""A store in a local directory: the local backend's, and a real-code fake for tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+from ..errors import ObjectNotFound, StoreAccessDenied, StoreError
+from .base import StoreStats
+
+__all__ = ["LocalStore"]
+
+
+class LocalStore:
+    """Objects as files below ``root``.  Writes go to a temporary file and are renamed into
+    place, so a concurrent reader never sees half an object."""
+
+    def __init__(self, root: str | os.PathLike[str]):
+        self.root = Path(root).absolute()
+        self.url = self.root.as_uri()
+        self.stats = StoreStats()
+        self._lock = threading.Lock()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except PermissionError as exc:
+            raise StoreAccessDenied(f"cannot create store directory {self.root}: {exc}") from None
+
+    @classmethod
+    def from_url(cls, url: str) -> LocalStore:
+        parsed = urlparse(url)
+        if parsed.scheme != "file":
+            raise StoreError(f"not a file:// URL: {url!r}")
+        return cls(unquote(parsed.path))
+
+    def _path(self, key: str) -> Path:
+        if not key or key.startswith("/") or ".." in key.split("/"):
+            raise StoreError(f"invalid key {key!r}")
+        return self.root / key
+
+    def put(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.replace(tmp, path)
+        except BaseException:
+            try:
+                os.unlink(tmp)
+            except FileNotFoundError:
+                pass
+            raise
+        with self._lock:
+            self.stats.count("put")
+            self.stats.bytes_out += len(data)
+
+    def get(self, key: str) -> bytes:
+        try:
+            data = self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            with self._lock:
+                self.stats.count("get")
+            raise ObjectNotFound(f"no object {key!r} in {self.url}") from None
+        with self._lock:
+            self.stats.count("get")
+            self.stats.bytes_in += len(data)
+        return data
+
+    def list(self, prefix: str, start_after: str = "") -> list[str]:
+        with self._lock:
+            self.stats.count("list")
+        # Keys are listed from the directory that holds the prefix, so a prefix like
+        # "results/" costs one scandir, not a walk of the session.
+        directory = prefix.rpartition("/")[0]
+        base = self.root / directory if directory else self.root
+        keys: list[str] = []
+        try:
+            stack = [(base, directory + "/" if directory else "")]
+            while stack:
+                path, rel = stack.pop()
+                with os.scandir(path) as entries:
+                    for entry in entries:
+                        if entry.name.startswith(".tmp-"):
+                            continue
+                        key = rel + entry.name
+                        if not key.startswith(prefix) and not prefix.startswith(key + "/"):
+                            continue
+                        if entry.is_dir():
+                            stack.append((Path(entry.path), key + "/"))
+                        elif key > start_after and key.startswith(prefix):
+                            keys.append(key)
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+        keys.sort()
+        return keys
+
+    def delete_prefix(self, prefix: str) -> None:
+        with self._lock:
+            self.stats.count("delete")
+        if not prefix:
+            shutil.rmtree(self.root, ignore_errors=True)
+            return
+        for key in self.list(prefix):
+            try:
+                os.unlink(self._path(key))
+            except FileNotFoundError:
+                pass
+
+    def close(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"LocalStore({str(self.root)!r})"
