@@ -115,6 +115,11 @@ class Launcher(Protocol):
     def stop(self, handles: Sequence[TaskHandle], reason: str) -> None:
         """Stop these workers now (idempotent; stopping a stopped worker is not an error)."""
 
+    def capacity(self, wanted: int) -> int:
+        """How many workers may run at once, at most ``wanted`` (``wanted`` unless a quota caps
+        it; a capped launcher warns once, saying how to raise the cap).  Called before the
+        first launch; the manager then runs the work in waves of that size."""
+
     def log_tail(self, handle: TaskHandle, lines: int = 20) -> str:
         """Return the last ``lines`` lines of the worker's log, or ``""`` if none can be had."""
 
