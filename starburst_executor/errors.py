@@ -13,6 +13,7 @@
      +-- LaunchError                            workers could not be started
      +-- CostLimitExceeded                      work refused by ``max_cost``
      +-- WorkerLost (also BrokenExecutor)       a worker died with work that could not be retried
+     +-- ExecutorBroken (also BrokenExecutor)   the executor itself failed; it takes no more work
 
 Every message says what to do next.  ``WorkerLost`` is raised on the futures of the lost batch
 only; the executor stays usable.
@@ -34,6 +35,7 @@ __all__ = [
     "LaunchError",
     "CostLimitExceeded",
     "WorkerLost",
+    "ExecutorBroken",
     "RemoteTraceback",
 ]
 
@@ -135,6 +137,11 @@ class WorkerLost(StarburstError, BrokenExecutor):
         self.stop_code = stop_code
         self.stopped_reason = stopped_reason
         self.log_tail = log_tail
+
+
+class ExecutorBroken(StarburstError, BrokenExecutor):
+    """The executor's manager failed (the store became unreachable, say); the message says why.
+    Every unfinished future gets this error and new submits raise it."""
 
 
 class RemoteTraceback(Exception):

@@ -1,0 +1,58 @@
+"""The Future this executor returns: a stdlib Future that also says where its call ran."""
+
+from __future__ import annotations
+
+import dataclasses
+from concurrent.futures import Future
+from typing import Any, TypeVar
+
+__all__ = ["CallMetadata", "StarburstFuture"]
+
+T = TypeVar("T")
+
+
+@dataclasses.dataclass
+class CallMetadata:
+    """Where and when a call ran.  Filled in by the executor as the call progresses.
+
+    Attributes:
+        item_id: the call's number in its executor.
+        submitted_at: ``time.time()`` at submit.
+        batch_id: the batch that carried it, once batched.
+        worker_id: the worker that ran its last attempt, once known.
+        attempts: how many times its batch was run (1 unless a worker was lost).
+        started_at: when the worker started the call (worker clock).
+        finished_at: when the worker finished it (worker clock).
+    """
+
+    item_id: int
+    submitted_at: float
+    batch_id: str | None = None
+    worker_id: str | None = None
+    attempts: int = 0
+    started_at: float | None = None
+    finished_at: float | None = None
+
+    @property
+    def duration(self) -> float | None:
+        """Seconds the call itself ran on the worker, once finished."""
+        if self.started_at is None or self.finished_at is None:
+            return None
+        return self.finished_at - self.started_at
+
+
+class StarburstFuture(Future[T]):
+    """A :class:`concurrent.futures.Future` with :attr:`metadata` about its remote call."""
+
+    metadata: CallMetadata
+
+    def __init__(self, metadata: CallMetadata):
+        super().__init__()
+        self.metadata = metadata
+
+    def __repr__(self) -> str:
+        base = super().__repr__()
+        return base[:-1] + f" batch={self.metadata.batch_id}>" if self.metadata.batch_id else base
+
+    def __class_getitem__(cls, item: Any) -> Any:  # typing support on 3.10 as well
+        return cls

@@ -1,0 +1,319 @@
+"""``FargateExecutor``: a ``concurrent.futures.Executor`` whose workers run on AWS ECS Fargate.
+
+It keeps the stdlib contract of ``ProcessPoolExecutor``.  Its differences, named:
+
+* Calls travel in batches through an object store (S3, or a local directory); a worker that
+  finishes a batch takes the next one, so a cold start is paid once per worker.
+* ``map`` takes ``chunksize=None`` by default, meaning "sized automatically" (few large batches
+  for quick calls, smaller ones as the work runs out so workers finish together).
+* A call can be cancelled until it is put in a batch, not until a worker starts it.
+* A worker that dies has its batch retried (``max_retries``); only then do that batch's
+  futures fail, with :class:`~starburst_executor.errors.WorkerLost`.  The executor stays usable.
+* An exception (or Ctrl-C) in the ``with`` block, and interpreter exit without ``shutdown()``,
+  stop every worker at once instead of waiting for running calls: nothing keeps billing.
+"""
+
+from __future__ import annotations
+
+import atexit
+import itertools
+import os
+import secrets
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Executor, Future
+from typing import Any, TypeVar
+
+from ._backends import build_backend
+from ._future import CallMetadata, StarburstFuture
+from ._manager import Intake, Manager, Usage, WorkItem
+from ._progress import ProgressBar
+from .config import Config, load_config
+from .errors import ExecutorBroken
+from .planner import BatchPolicy
+
+__all__ = ["FargateExecutor", "starburst_map", "starburst_cluster"]
+
+T = TypeVar("T")
+
+_live: weakref.WeakSet[FargateExecutor] = weakref.WeakSet()
+_interpreter_exiting = False
+
+
+def _at_exit() -> None:
+    # Unlike the stdlib pools, unfinished work is not waited for: stopping the workers is what
+    # keeps an abandoned executor from billing.  Use shutdown() or a with-block to wait.
+    global _interpreter_exiting
+    _interpreter_exiting = True
+    for executor in list(_live):
+        executor._terminate("the interpreter is exiting")
+
+
+atexit.register(_at_exit)
+
+_DEFAULT_WORKERS = {"fargate": 10, "docker": 4}
+
+
+class FargateExecutor(Executor):
+    """Run callables on AWS ECS Fargate (or locally) with the ``concurrent.futures`` API.
+
+    Settings not given as arguments come from ``STARBURST_*`` environment variables, then from
+    the config file written by ``starburst setup``, then defaults (see
+    :class:`~starburst_executor.config.Config`).  No network call happens here: workers start
+    at the first ``submit``.
+
+    Args:
+        max_workers: the most workers running at once (Fargate tasks, containers or
+            processes).  Default: 10 on Fargate, the number of CPUs locally.
+        cpu: vCPUs per worker (Fargate: 0.25, 0.5, 1, 2, 4, 8 or 16).
+        memory: memory per worker, e.g. ``"8GB"``, ``"512MiB"`` or a number of MiB.
+        backend: ``"fargate"``, ``"local"`` (worker subprocesses here) or ``"docker"`` (the
+            worker image run by the local Docker daemon).
+        progress: show a tqdm progress bar of outstanding calls.
+        **settings: any other field of :class:`~starburst_executor.config.Config`, e.g.
+            ``region``, ``bucket``, ``image``, ``spot``, ``architecture``, ``max_retries``,
+            ``idle_timeout``, ``store``.
+
+    Raises:
+        ConfigError: a setting is invalid or missing; the message names the fix.
+    """
+
+    def __init__(
+        self,
+        max_workers: int | None = None,
+        *,
+        cpu: float | None = None,
+        memory: str | int | None = None,
+        backend: str | None = None,
+        progress: bool | None = None,
+        **settings: Any,
+    ) -> None:
+        config = load_config(
+            {"max_workers": max_workers, "cpu": cpu, "memory": memory, "backend": backend,
+             "progress": progress, **settings}
+        )
+        self._config = config
+        self._max_workers = config.max_workers or _DEFAULT_WORKERS.get(
+            config.backend, os.cpu_count() or 1)
+        self._session_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
+        self._backend = build_backend(config, self._session_id)
+        self._intake = Intake(ProgressBar() if config.progress else None)
+        self._manager: Manager | None = None
+        self._start_lock = threading.Lock()
+        self._policy = BatchPolicy(
+            min_batch_seconds=0.05 if config.backend == "local" else 5.0)
+        _live.add(self)
+
+    # -- public API -------------------------------------------------------------------------
+
+    @property
+    def config(self) -> Config:
+        """The resolved settings of this executor."""
+        return self._config
+
+    @property
+    def session_id(self) -> str:
+        """The id of this executor's session (its objects live under ``sessions/<id>``)."""
+        return self._session_id
+
+    @property
+    def max_workers(self) -> int:
+        return self._max_workers
+
+    def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> StarburstFuture[T]:
+        """Schedule ``fn(*args, **kwargs)``; return a :class:`StarburstFuture` for its result.
+
+        Raises:
+            RuntimeError: the executor was shut down.
+            ExecutorBroken: the executor failed earlier (the message says why).
+        """
+        return self._submit_many(fn, [(args, kwargs)], None)[0]
+
+    def map(
+        self,
+        fn: Callable[..., T],
+        *iterables: Iterable[Any],
+        timeout: float | None = None,
+        chunksize: int | None = None,
+    ) -> Iterator[T]:
+        """Like the built-in ``map``, with calls run by the workers; results come in order.
+
+        Args:
+            fn: the callable, taking as many arguments as there are iterables.
+            *iterables: consumed at once (like the stdlib executors), zipped shortest-first.
+            timeout: seconds from this call after which ``__next__`` raises ``TimeoutError``
+                for a result not yet there.
+            chunksize: calls per batch; ``None`` sizes batches automatically.
+        """
+        if chunksize is not None and chunksize < 1:
+            raise ValueError("chunksize must be >= 1.")
+        end_time = None if timeout is None else timeout + time.monotonic()
+        futures = self._submit_many(fn, [(args, {}) for args in zip(*iterables)], chunksize)
+
+        def result_iterator() -> Iterator[T]:
+            try:
+                futures.reverse()  # pop() from the end is O(1) and drops each future once read
+                while futures:
+                    if end_time is None:
+                        yield _result_or_cancel(futures.pop())
+                    else:
+                        yield _result_or_cancel(futures.pop(), end_time - time.monotonic())
+            finally:
+                for future in futures:
+                    future.cancel()
+
+        return result_iterator()
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Take no more work; stop the workers once the submitted work is done.
+
+        Args:
+            wait: block until all submitted work is done and every worker is stopped.
+            cancel_futures: cancel the calls that are not yet in a batch.
+        """
+        with self._intake.lock:
+            self._intake.shutdown = True
+            if cancel_futures:
+                cancelled = [item for item in self._intake.pending if item.future.cancel()]
+                self._intake.pending.clear()
+                if self._intake.progress is not None and cancelled:
+                    self._intake.progress.done(len(cancelled))
+            manager = self._manager
+        self._intake.wake()
+        if manager is None:
+            self._backend.launcher.close()
+        elif wait:
+            manager.join()
+
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> bool:
+        if exc_type is None:
+            self.shutdown(wait=True)
+        else:
+            # An error or Ctrl-C in the block: stop the workers now rather than wait for them.
+            self._terminate(f"{exc_type.__name__} in the with-block")
+        return False
+
+    def usage(self) -> Usage:
+        """What this executor did so far: requests, bytes, batches, retries, tasks."""
+        manager = self._manager
+        if manager is None:
+            return Usage({}, 0, 0, 0, 0, 0, 0, 0.0)
+        return manager.usage(self._intake.next_id)
+
+    # -- internals --------------------------------------------------------------------------
+
+    def _submit_many(
+        self,
+        fn: Callable[..., Any],
+        calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
+        chunksize: int | None,
+    ) -> list[Any]:
+        if not callable(fn):
+            raise TypeError(f"{fn!r} is not callable")
+        now = time.time()
+        intake = self._intake
+        with intake.lock:
+            if intake.broken:
+                raise ExecutorBroken(f"the executor stopped working: {intake.broken}")
+            if intake.shutdown:
+                raise RuntimeError("cannot schedule new futures after shutdown")
+            if _interpreter_exiting:
+                raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+            first = intake.next_id
+            intake.next_id += len(calls)
+            futures: list[Any] = []
+            for item_id, (args, kwargs) in zip(itertools.count(first), calls):
+                future: StarburstFuture[Any] = StarburstFuture(CallMetadata(item_id, now))
+                intake.pending.append(WorkItem(item_id, future, fn, args, kwargs, chunksize))
+                futures.append(future)
+            if intake.progress is not None:
+                intake.progress.add(len(calls))
+        self._start_manager()
+        intake.wake()
+        return futures
+
+    def _start_manager(self) -> None:
+        if self._manager is not None:
+            return
+        with self._start_lock:
+            if self._manager is not None:
+                return
+            backend = self._backend
+            from .storage import open_store
+
+            manager = Manager(
+                self,
+                self._intake,
+                open_store(backend.store_url),
+                backend.launcher,
+                self._config,
+                session_id=self._session_id,
+                max_workers=self._max_workers,
+                policy=self._policy,
+                delete_session=backend.delete_session,
+                store_name=backend.store_name,
+                launcher_name=backend.launcher_name,
+            )
+            manager.start()
+            self._manager = manager
+
+    def _terminate(self, reason: str) -> None:
+        """Cancel pending calls, fail running ones and stop every worker, now."""
+        with self._intake.lock:
+            self._intake.shutdown = True
+            if self._intake.terminate_reason is None:
+                self._intake.terminate_reason = reason
+            manager = self._manager
+        self._intake.wake()
+        if manager is None:
+            self._backend.launcher.close()
+        else:
+            manager.join(timeout=60)
+
+    def __repr__(self) -> str:
+        return (f"<FargateExecutor backend={self._config.backend} max_workers="
+                f"{self._max_workers} session={self._session_id}>")
+
+
+def _result_or_cancel(future: Future[T], timeout: float | None = None) -> T:
+    try:
+        try:
+            return future.result(timeout)
+        finally:
+            future.cancel()
+    finally:
+        del future  # break a reference cycle with the exception's traceback
+
+
+def starburst_map(
+    items: Iterable[Any],
+    fn: Callable[[Any], T],
+    workers: int = 10,
+    cpu: float = 4,
+    memory: str | int = "8GB",
+    region: str | None = None,
+    **settings: Any,
+) -> list[T]:
+    """Apply ``fn`` to every item on Fargate workers and return the results in order.
+
+    staRburst's ``starburst_map``: ``starburst_map(range(100), f, workers=10)``.
+    ``settings`` go to :class:`FargateExecutor` (``backend="local"`` works too).
+    """
+    chunksize = settings.pop("chunksize", None)
+    with FargateExecutor(
+        max_workers=workers, cpu=cpu, memory=memory, region=region, **settings
+    ) as executor:
+        return list(executor.map(fn, items, chunksize=chunksize))
+
+
+def starburst_cluster(
+    workers: int = 10, cpu: float = 4, memory: str | int = "8GB", **settings: Any
+) -> FargateExecutor:
+    """staRburst's ``starburst_cluster``: an executor to reuse for several maps.
+
+    ``cluster.map(fn, items)`` as often as needed; ``cluster.shutdown()`` (or a with-block)
+    when done.
+    """
+    return FargateExecutor(max_workers=workers, cpu=cpu, memory=memory, **settings)

@@ -1,0 +1,209 @@
+"""The worker: ``python -m starburst_executor.worker``.
+
+It reads only keys and settings from its environment (see ``_keys``), then loops::
+
+    wait for assign/<worker id>/<seq>  --(idle_timeout passes, or a stop order)-->  exit 0
+      fetch the batch and its functions (functions cached by content hash)
+      run each call, writing results in parts as they finish (every flush_interval)
+      seq += 1
+
+so a warm worker takes the next batch without a new cold start.  It imports payload, storage
+and errors, never the executor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import random
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from . import _keys, payload
+from .errors import ObjectNotFound, PayloadVersionError, SerializationError, StarburstError
+from .storage import ObjectStore, open_store
+
+__all__ = ["Worker", "main"]
+
+# A result record with this id stands for every call of the batch: the batch as a whole failed
+# (its payload could not be read), so the client fails all of its futures with that error.
+WHOLE_BATCH = -1
+
+
+def _log(message: str) -> None:
+    print(f"[starburst worker {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+class Worker:
+    """Runs assignments from one store until idle.  See the module docstring."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        worker_id: str,
+        *,
+        idle_timeout: float = 60.0,
+        flush_interval: float = 1.0,
+        poll_max: float = 1.0,
+        flush_bytes: int = 8 * 1024 * 1024,
+    ):
+        self.store = store
+        self.worker_id = worker_id
+        self.idle_timeout = idle_timeout
+        self.flush_interval = flush_interval
+        self.poll_max = poll_max
+        self.flush_bytes = flush_bytes
+        self._functions: dict[str, Callable[..., Any]] = {}
+
+    def run(self) -> int:
+        """Serve assignments until idle or told to stop; return the exit code."""
+        seq = 0
+        while True:
+            assignment = self._next_assignment(seq)
+            if assignment is None:
+                _log(f"{self.worker_id}: idle for {self.idle_timeout:g}s, exiting")
+                return 0
+            if assignment.get("stop"):
+                _log(f"{self.worker_id}: stop order received, exiting")
+                return 0
+            self._run_batch(assignment["batch"], int(assignment["attempt"]),
+                            frozenset(assignment.get("skip", ())))
+            seq += 1
+
+    def _next_assignment(self, seq: int) -> dict[str, Any] | None:
+        key = _keys.assign_key(self.worker_id, seq)
+        deadline = time.monotonic() + self.idle_timeout
+        delay = 0.002
+        while True:
+            try:
+                result: dict[str, Any] = json.loads(self.store.get(key))
+                return result
+            except ObjectNotFound:
+                pass
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            time.sleep(min(delay * random.uniform(0.8, 1.2), left))
+            delay = min(delay * 1.5, self.poll_max)
+
+    def _load_function(self, digest: str) -> Callable[..., Any]:
+        fn = self._functions.get(digest)
+        if fn is None:
+            fn = payload.load(self.store.get(_keys.function_key(digest)), "function")
+            self._functions[digest] = fn
+        return fn
+
+    def _run_batch(self, batch_id: str, attempt: int, skip: frozenset[int]) -> None:
+        writer = _PartWriter(self, batch_id, attempt)
+        try:
+            _, digests, calls = payload.load(self.store.get(_keys.batch_key(batch_id)), "batch")
+            functions = [self._load_function(d) for d in digests]
+        except PayloadVersionError as exc:
+            _log(f"{self.worker_id}: refusing batch {batch_id}: {exc}")
+            writer.add(payload.encode_exception(WHOLE_BATCH, exc, 0.0, 0.0, ""))
+            writer.flush(final=True)
+            return
+        except Exception as exc:
+            error = SerializationError(
+                f"batch {batch_id} could not be unpickled on worker {self.worker_id}: "
+                f"{type(exc).__name__}: {exc}. If a module is missing, install it where the "
+                "client runs and rebuild the worker image (`starburst build`)."
+            )
+            _log(str(error))
+            writer.add(payload.encode_exception(WHOLE_BATCH, error, 0.0, 0.0, ""))
+            writer.flush(final=True)
+            return
+        _log(f"{self.worker_id}: batch {batch_id} attempt {attempt}: {len(calls)} calls")
+        for item_id, fn_index, args, kwargs in calls:
+            if item_id in skip:
+                continue
+            started = time.time()
+            try:
+                value = functions[fn_index](*args, **kwargs)
+            except BaseException as exc:  # like the stdlib pool: SystemExit travels back too
+                writer.add(payload.encode_exception(item_id, exc, started, time.time()))
+            else:
+                writer.add(payload.encode_value(item_id, value, started, time.time()))
+        writer.flush(final=True)
+
+
+class _PartWriter:
+    """Collects records and writes them as numbered result parts."""
+
+    def __init__(self, worker: Worker, batch_id: str, attempt: int):
+        self.worker = worker
+        self.batch_id = batch_id
+        self.attempt = attempt
+        self.part = 0
+        self.records: list[payload.ResultRecord] = []
+        self.size = 0
+        self.last_flush = time.monotonic()
+
+    def add(self, record: payload.ResultRecord) -> None:
+        self.records.append(record)
+        self.size += len(record.data)
+        if (
+            self.size >= self.worker.flush_bytes
+            or time.monotonic() - self.last_flush >= self.worker.flush_interval
+        ):
+            self.flush(final=False)
+
+    def flush(self, *, final: bool) -> None:
+        part = payload.ResultPart(
+            self.batch_id, self.attempt, self.worker.worker_id, self.records, final
+        )
+        body = pickle.dumps(part, payload.PROTOCOL)
+        self.worker.store.put(
+            _keys.result_key(self.batch_id, self.attempt, self.part),
+            payload.dump("results", body),
+        )
+        self.part += 1
+        self.records = []
+        self.size = 0
+        self.last_flush = time.monotonic()
+
+
+def _watch_parent(parent_pid: int) -> None:
+    # A local worker must not outlive a client that was killed (SIGKILL skips every cleanup).
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                _log(f"client process {parent_pid} is gone, exiting")
+                os._exit(3)
+            time.sleep(0.5)
+
+    threading.Thread(target=watch, name="starburst-parent-watch", daemon=True).start()
+
+
+def main(env: Mapping[str, str] | None = None) -> int:
+    """Entry point: configure a :class:`Worker` from the environment and run it."""
+    env = os.environ if env is None else env
+    try:
+        url = env[_keys.ENV_STORE_URL]
+        worker_id = env[_keys.ENV_WORKER_ID]
+    except KeyError as missing:
+        _log(f"{missing} is not set: this module is started by starburst-executor, not by hand")
+        return 2
+    if env.get(_keys.ENV_PARENT_PID):
+        _watch_parent(int(env[_keys.ENV_PARENT_PID]))
+    try:
+        store = open_store(url)
+        worker = Worker(
+            store,
+            worker_id,
+            idle_timeout=float(env.get(_keys.ENV_IDLE_TIMEOUT, "60")),
+            flush_interval=float(env.get(_keys.ENV_FLUSH_INTERVAL, "1")),
+            poll_max=float(env.get(_keys.ENV_POLL_MAX, "1")),
+        )
+        return worker.run()
+    except StarburstError as exc:
+        _log(f"{worker_id}: {type(exc).__name__}: {exc}")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
