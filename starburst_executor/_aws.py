@@ -1,0 +1,273 @@
+"""boto3 clients, and the one place where botocore errors become this project's errors.
+
+Every AWS call of the package goes through a client made by :func:`client` (region from the
+configuration, retries with backoff, ``AWS_ENDPOINT_URL`` honoured by boto3 itself) and every
+botocore exception that escapes a call is passed through :func:`translate`, which picks the error
+of :mod:`starburst_executor.errors` and writes a message that says what to do next.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any, Literal
+
+import boto3
+import botocore.config
+import botocore.exceptions
+
+from .errors import (
+    ConfigError,
+    LaunchError,
+    ObjectNotFound,
+    StarburstError,
+    StoreAccessDenied,
+    StoreError,
+)
+
+__all__ = ["client", "resolve_region", "translate", "error_code", "is_throttling"]
+
+MAX_ATTEMPTS = 8
+"""Attempts per API call (first try included); botocore backs off exponentially with jitter."""
+
+_THROTTLING = frozenset(
+    {
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "RequestThrottledException",
+        "TooManyRequestsException",
+        "ProvisionedThroughputExceededException",
+        "TransactionInProgressException",
+        "RequestLimitExceeded",
+        "BandwidthLimitExceeded",
+        "LimitExceededException",
+        "RequestThrottled",
+        "SlowDown",
+        "EC2ThrottledException",
+        "PriorRequestNotComplete",
+    }
+)
+_EXPIRED = frozenset(
+    {"ExpiredToken", "ExpiredTokenException", "RequestExpired", "TokenRefreshRequired"}
+)
+_BAD_CREDENTIALS = frozenset(
+    {
+        "InvalidAccessKeyId",
+        "InvalidClientTokenId",
+        "SignatureDoesNotMatch",
+        "UnrecognizedClientException",
+        "InvalidSignatureException",
+        "AuthFailure",
+        "IncompleteSignature",
+        "MissingAuthenticationToken",
+    }
+)
+_DENIED = frozenset(
+    {
+        "AccessDenied",
+        "AccessDeniedException",
+        "UnauthorizedOperation",
+        "AllAccessDisabled",
+        "Forbidden",
+        "403",
+    }
+)
+_NOT_FOUND = frozenset({"NoSuchKey", "404", "NotFound"})
+_KMS = frozenset(
+    {
+        "KMS.NotFoundException",
+        "KMS.DisabledException",
+        "KMS.KMSInvalidStateException",
+        "KMS.AccessDeniedException",
+        "KMSInvalidStateException",
+        "KMS.InvalidKeyUsageException",
+    }
+)
+
+# S3 operations whose IAM action is not s3:<operation>.
+_S3_ACTIONS = {
+    "ListObjectsV2": "s3:ListBucket",
+    "ListObjects": "s3:ListBucket",
+    "HeadBucket": "s3:ListBucket",
+    "HeadObject": "s3:GetObject",
+    "DeleteObjects": "s3:DeleteObject",
+    "CreateMultipartUpload": "s3:PutObject",
+    "UploadPart": "s3:PutObject",
+    "CompleteMultipartUpload": "s3:PutObject",
+    "AbortMultipartUpload": "s3:AbortMultipartUpload",
+}
+_IAM_PREFIX = {"service-quotas": "servicequotas", "sts": "sts", "logs": "logs"}
+
+_CREDENTIALS_HELP = (
+    "configure AWS credentials: run `aws configure` (or `aws sso login --profile NAME` and set "
+    "AWS_PROFILE=NAME), or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY; on AWS compute, "
+    "attach an IAM role. Check with `aws sts get-caller-identity`, then `starburst doctor`"
+)
+
+def resolve_region(region: str | None) -> str:
+    """Return ``region`` or the one boto3 would use (``AWS_REGION``, profile); never ``None``.
+
+    Raises:
+        ConfigError: no region anywhere, naming the ways to set one.
+    """
+    if region:
+        return region
+    found = boto3.session.Session().region_name or os.environ.get("AWS_REGION")
+    if not found:
+        raise ConfigError(
+            "no AWS region: pass region=..., set STARBURST_REGION or AWS_REGION, "
+            "or run `starburst setup`"
+        )
+    return found
+
+
+def client(
+    service: str,
+    region: str | None = None,
+    *,
+    max_attempts: int = MAX_ATTEMPTS,
+    max_pool_connections: int = 32,
+    retry_mode: Literal["standard", "adaptive"] = "standard",
+) -> Any:
+    """Return a boto3 client for ``service`` with retries and timeouts set.
+
+    ``AWS_ENDPOINT_URL`` (and ``AWS_ENDPOINT_URL_<SERVICE>``) are read by boto3 itself, which is
+    how tests point every client at a moto server.
+
+    Raises:
+        ConfigError: no region, or boto3 cannot build the client.
+    """
+    region = resolve_region(region)
+    config = botocore.config.Config(
+        region_name=region,
+        retries={"mode": retry_mode, "max_attempts": max_attempts},
+        connect_timeout=10,
+        read_timeout=60,
+        max_pool_connections=max_pool_connections,
+        user_agent_extra="starburst-executor",
+    )
+    try:
+        # A fresh Session per client: Sessions are not thread-safe, and a long-lived one would
+        # keep credentials the user has since refreshed on disk.
+        session = boto3.session.Session(region_name=region)
+        return session.client(service, config=config)  # type: ignore[call-overload]
+    except botocore.exceptions.BotoCoreError as exc:
+        raise translate(exc, service=service, operation="create client") from None
+
+
+def error_code(exc: BaseException) -> str:
+    """The AWS error code of a ``ClientError`` (``""`` for anything else)."""
+    if isinstance(exc, botocore.exceptions.ClientError):
+        return str(exc.response.get("Error", {}).get("Code", ""))
+    return ""
+
+
+def is_throttling(exc: BaseException) -> bool:
+    """Whether ``exc`` says "slow down" (worth a later retry rather than a failure)."""
+    code = error_code(exc)
+    if code in _THROTTLING:
+        return True
+    if isinstance(exc, botocore.exceptions.ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return status in (429, 503)
+    return False
+
+
+def iam_action(service: str, operation: str) -> str:
+    """The IAM action a call needs, e.g. ``s3:ListBucket`` for ListObjectsV2."""
+    if service == "s3":
+        return _S3_ACTIONS.get(operation, f"s3:{operation}")
+    return f"{_IAM_PREFIX.get(service, service)}:{operation}"
+
+
+def translate(
+    exc: BaseException,
+    *,
+    service: str,
+    operation: str = "",
+    resource: str = "",
+    bucket: str = "",
+) -> StarburstError:
+    """Return the project error that stands for a botocore exception.
+
+    Args:
+        exc: what botocore raised.
+        service: ``"s3"``, ``"ecs"``, ``"logs"``...: picks the error family (``StoreError`` for
+            S3, ``LaunchError`` for the rest) and the IAM action named on access denied.
+        operation: the API operation, e.g. ``"PutObject"``.
+        resource: the ARN or ``s3://`` URL of what was accessed, named in the message.
+        bucket: the S3 bucket, named when it is missing.
+    """
+    if isinstance(exc, StarburstError):
+        return exc
+    what = f"{service} {operation}".strip()
+    on = f" on {resource}" if resource else ""
+    if isinstance(exc, botocore.exceptions.NoCredentialsError):
+        return ConfigError(f"no AWS credentials found for {what}: {_CREDENTIALS_HELP}")
+    if isinstance(exc, botocore.exceptions.NoRegionError):
+        return ConfigError(
+            "no AWS region: pass region=..., set STARBURST_REGION or AWS_REGION, "
+            "or run `starburst setup`"
+        )
+    if isinstance(exc, (botocore.exceptions.PartialCredentialsError,
+                        botocore.exceptions.ProfileNotFound)):
+        return ConfigError(f"AWS credentials are incomplete ({exc}): {_CREDENTIALS_HELP}")
+    if isinstance(exc, (botocore.exceptions.EndpointConnectionError,
+                        botocore.exceptions.ConnectTimeoutError,
+                        botocore.exceptions.ReadTimeoutError,
+                        botocore.exceptions.ConnectionClosedError)):
+        family = StoreError if service == "s3" else LaunchError
+        return family(
+            f"cannot reach AWS for {what}{on} ({exc}); check the network, the region and "
+            "AWS_ENDPOINT_URL if set, then retry"
+        )
+    if not isinstance(exc, botocore.exceptions.ClientError):
+        family = StoreError if service == "s3" else LaunchError
+        return family(f"{what}{on} failed: {exc}")
+
+    code = error_code(exc)
+    message = str(exc.response.get("Error", {}).get("Message", "")) or str(exc)
+    status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+    if code in _EXPIRED:
+        return ConfigError(
+            f"the AWS credentials have expired ({code} during {what}): refresh them "
+            "(`aws sso login`, or a new session token in AWS_SESSION_TOKEN), then retry"
+        )
+    if code in _BAD_CREDENTIALS:
+        return ConfigError(
+            f"AWS rejected the credentials ({code} during {what}: {message}): {_CREDENTIALS_HELP}"
+        )
+    if code in _KMS or code.startswith("KMS."):
+        return StoreAccessDenied(
+            f"the KMS key refused {what}{on} ({code}: {message}): check that kms_key_id names an "
+            "enabled key in this region and that your role and the task role may use "
+            "kms:GenerateDataKey and kms:Decrypt on it"
+        )
+    if code == "NoSuchBucket" or (service == "s3" and code == "404" and not operation.endswith(
+            "Object")):
+        name = bucket or resource
+        return StoreError(
+            f"S3 bucket {name!r} does not exist (or is in another account): run `starburst setup` "
+            "to create it, or set bucket=... / STARBURST_BUCKET to an existing bucket"
+        )
+    if service == "s3" and (code in _NOT_FOUND or status == 404):
+        return ObjectNotFound(f"no object at {resource or what}")
+    if code in _DENIED or status == 403:
+        action = iam_action(service, operation) if operation else f"{service}:*"
+        text = (
+            f"access denied: {action}{on} is not allowed for your AWS identity ({message}); "
+            f"grant {action} on that resource to your IAM user/role (see `starburst doctor`)"
+        )
+        return StoreAccessDenied(text) if service == "s3" else LaunchError(text)
+    if is_throttling(exc):
+        family = StoreError if service == "s3" else LaunchError
+        return family(
+            f"AWS kept throttling {what}{on} ({code}) after {MAX_ATTEMPTS} attempts with backoff: "
+            "lower max_workers or retry later"
+        )
+    if code in ("ClusterNotFoundException",):
+        return LaunchError(
+            f"ECS cluster not found ({message}): run `starburst setup` or set cluster=..."
+        )
+    family = StoreError if service == "s3" else LaunchError
+    return family(f"{what}{on} failed: {code}: {message}")
