@@ -1,0 +1,137 @@
+from __future__ import annotations
+
+import json
+import pickle
+import struct
+import threading
+
+import cloudpickle
+import pytest
+
+from starburst_executor import payload
+from starburst_executor.errors import (
+    PayloadVersionError,
+    RemoteError,
+    RemoteTraceback,
+    SerializationError,
+)
+
+
+def test_round_trip_with_header() -> None:
+    data = payload.dump("function", cloudpickle.dumps(len))
+    header, _ = payload.read_header(data)
+    assert header["kind"] == "function"
+    assert header["python"] == payload.PYTHON_MINOR
+    assert payload.load(data, "function") is len
+
+
+def _forge(kind: str, python: str, cloudpickle_version: str, fmt: int = 1) -> bytes:
+    header = json.dumps({"format": fmt, "kind": kind, "serializer": "cloudpickle",
+                         "python": python, "cloudpickle": cloudpickle_version}).encode()
+    return payload.MAGIC + struct.pack(">I", len(header)) + header + pickle.dumps(1)
+
+
+def test_other_python_minor_is_refused_with_what_to_rebuild() -> None:
+    with pytest.raises(PayloadVersionError, match=r"Python 3\.99.*starburst build"):
+        payload.load(_forge("batch", "3.99", payload.CLOUDPICKLE_VERSION), "batch")
+
+
+def test_other_cloudpickle_major_is_refused() -> None:
+    with pytest.raises(PayloadVersionError, match="cloudpickle 99.0"):
+        payload.load(_forge("batch", payload.PYTHON_MINOR, "99.0"), "batch")
+
+
+def test_other_format_is_refused() -> None:
+    with pytest.raises(PayloadVersionError, match="format"):
+        payload.load(_forge("batch", payload.PYTHON_MINOR, payload.CLOUDPICKLE_VERSION, 2),
+                     "batch")
+
+
+def test_wrong_kind_and_garbage() -> None:
+    with pytest.raises(SerializationError, match="expected a batch"):
+        payload.load(payload.dump("results", pickle.dumps(1)), "batch")
+    with pytest.raises(SerializationError, match="bad magic"):
+        payload.load(b"hello world", "batch")
+
+
+class CustomError(Exception):
+    def __init__(self, code: int, text: str):
+        super().__init__(code, text)
+        self.code = code
+
+
+def test_exception_keeps_type_args_and_gets_remote_traceback() -> None:
+    try:
+        raise CustomError(7, "boom")
+    except CustomError as exc:
+        record = payload.encode_exception(3, exc, 1.0, 2.0)
+    ok, error = payload.decode_result(record)
+    assert not ok
+    assert isinstance(error, CustomError)
+    assert error.args == (7, "boom") and error.code == 7
+    assert isinstance(error.__cause__, RemoteTraceback)
+    assert "test_exception_keeps_type_args" in str(error.__cause__)
+
+
+class Unpicklable(Exception):
+    def __init__(self) -> None:
+        super().__init__("has a lock")
+        self.lock = threading.Lock()
+
+
+def test_exception_that_cannot_be_pickled_becomes_remote_error() -> None:
+    record = payload.encode_exception(1, Unpicklable(), 0.0, 0.0)
+    ok, error = payload.decode_result(record)
+    assert isinstance(error, RemoteError)
+    assert error.type_name.endswith("Unpicklable")
+    assert error.message == "has a lock"
+    assert "could not be pickled" in str(error)
+
+
+def test_exception_that_cannot_be_unpickled_becomes_remote_error() -> None:
+    record = payload.encode_exception(1, ValueError("x"), 0.0, 0.0)
+    broken = payload.ResultRecord(record.item_id, False, b"not a pickle", record.type_name,
+                                  record.error)
+    ok, error = payload.decode_result(broken)
+    assert isinstance(error, RemoteError)
+    assert error.type_name == "ValueError" and error.message == "x"
+    assert "could not be unpickled here" in str(error)
+
+
+def test_unpicklable_result_names_its_type() -> None:
+    record = payload.encode_value(4, threading.Lock(), 0.0, 0.0)
+    ok, error = payload.decode_result(record)
+    assert not ok
+    assert isinstance(error, SerializationError)
+    assert "result of call 4" in str(error) and "lock" in str(error)
+
+
+def test_result_that_cannot_be_unpickled_names_its_type() -> None:
+    record = payload.ResultRecord(2, True, b"garbage", "some.module.Thing")
+    ok, error = payload.decode_result(record)
+    assert isinstance(error, SerializationError)
+    assert "some.module.Thing" in str(error)
+
+
+def test_pickle_call_names_the_unpicklable_argument() -> None:
+    with pytest.raises(SerializationError, match=r"kwargs\['lock'\] \(a _thread.lock\)"):
+        payload.pickle_call(9, (1, 2), {"lock": threading.Lock()})
+    with pytest.raises(SerializationError, match=r"args\[1\]"):
+        payload.pickle_call(9, (1, threading.Lock()), {})
+
+
+def test_pickle_function_names_the_function() -> None:
+    lock = threading.Lock()
+
+    def holds_lock() -> None:
+        lock.acquire()
+
+    with pytest.raises(SerializationError, match="holds_lock"):
+        payload.pickle_function(holds_lock)
+
+
+def test_function_digest_is_content_hash() -> None:
+    a = payload.pickle_function(lambda x: x + 1)
+    assert payload.function_digest(a) == payload.function_digest(bytes(a))
+    assert payload.function_digest(a) != payload.function_digest(
+        payload.pickle_function(lambda x: x + 2))

@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import time
+from typing import Any
+
+import pytest
+
+from starburst_executor import _keys, payload
+from starburst_executor.errors import PayloadVersionError, SerializationError
+from starburst_executor.storage.local import LocalStore
+from starburst_executor.storage.memory import MemoryStore
+from starburst_executor.worker import WHOLE_BATCH, Worker
+
+_names = itertools.count()
+
+
+@pytest.fixture
+def store() -> MemoryStore:
+    return MemoryStore(f"worker-test-{next(_names)}")
+
+
+def _put_batch(store: Any, batch_id: str, fn: Any, calls: list[tuple[int, tuple[Any, ...]]]
+               ) -> None:
+    pickled = payload.pickle_function(fn)
+    digest = payload.function_digest(pickled)
+    store.put(_keys.function_key(digest), payload.dump("function", pickled))
+    body = payload.pickle_batch(batch_id, [digest], [(i, 0, args, {}) for i, args in calls])
+    store.put(_keys.batch_key(batch_id), payload.dump("batch", body))
+
+
+def _assign(store: Any, worker: str, seq: int, batch_id: str, skip: list[int] = []) -> None:
+    store.put(_keys.assign_key(worker, seq),
+              json.dumps({"batch": batch_id, "attempt": 1, "skip": skip}).encode())
+
+
+def _results(store: Any) -> dict[int, tuple[bool, Any]]:
+    out = {}
+    for key in store.list(_keys.RESULTS_PREFIX):
+        part = payload.load(store.get(key), "results")
+        for record in part.records:
+            out[record.item_id] = payload.decode_result(record)
+    return out
+
+
+def test_runs_assignments_in_order_then_exits_idle(store: MemoryStore) -> None:
+    _put_batch(store, "b1", lambda x: x * 2, [(0, (1,)), (1, (2,))])
+    _put_batch(store, "b2", lambda x: -x, [(2, (5,))])
+    _assign(store, "w1", 0, "b1")
+    _assign(store, "w1", 1, "b2")
+    started = time.monotonic()
+    assert Worker(store, "w1", idle_timeout=0.2).run() == 0
+    assert time.monotonic() - started < 5
+    assert _results(store) == {0: (True, 2), 1: (True, 4), 2: (True, -5)}
+
+
+def test_skip_list_is_honoured(store: MemoryStore) -> None:
+    _put_batch(store, "b1", lambda x: x, [(0, (1,)), (1, (2,)), (2, (3,))])
+    _assign(store, "w1", 0, "b1", skip=[0, 2])
+    Worker(store, "w1", idle_timeout=0.1).run()
+    assert _results(store) == {1: (True, 2)}
+
+
+def test_stop_order(store: MemoryStore) -> None:
+    store.put(_keys.assign_key("w1", 0), b'{"stop": true}')
+    started = time.monotonic()
+    assert Worker(store, "w1", idle_timeout=30).run() == 0
+    assert time.monotonic() - started < 5
+
+
+def test_results_are_written_in_parts_as_calls_finish(store: MemoryStore) -> None:
+    _put_batch(store, "b1", time.sleep, [(i, (0.03,)) for i in range(6)])
+    _assign(store, "w1", 0, "b1")
+    Worker(store, "w1", idle_timeout=0.1, flush_interval=0.05).run()
+    parts = store.list(_keys.RESULTS_PREFIX)
+    assert len(parts) >= 3
+    last = payload.load(store.get(parts[-1]), "results")
+    assert last.final
+    assert not any(payload.load(store.get(k), "results").final for k in parts[:-1])
+
+
+def test_exceptions_travel_per_call(store: MemoryStore) -> None:
+    def maybe_fail(x: int) -> int:
+        if x == 1:
+            raise KeyError(x)
+        return x
+
+    _put_batch(store, "b1", maybe_fail, [(0, (0,)), (1, (1,)), (2, (2,))])
+    _assign(store, "w1", 0, "b1")
+    Worker(store, "w1", idle_timeout=0.1).run()
+    results = _results(store)
+    assert results[0] == (True, 0) and results[2] == (True, 2)
+    ok, error = results[1]
+    assert not ok and isinstance(error, KeyError)
+    assert "maybe_fail" in str(error.__cause__)
+
+
+def test_refuses_payload_from_another_python(store: MemoryStore) -> None:
+    header = json.dumps({"format": 1, "kind": "batch", "serializer": "cloudpickle",
+                         "python": "3.99", "cloudpickle": payload.CLOUDPICKLE_VERSION}).encode()
+    store.put(_keys.batch_key("b1"),
+              payload.MAGIC + struct.pack(">I", len(header)) + header + pickle.dumps(None))
+    _assign(store, "w1", 0, "b1")
+    Worker(store, "w1", idle_timeout=0.1).run()
+    ok, error = _results(store)[WHOLE_BATCH]
+    assert isinstance(error, PayloadVersionError)
+    assert "Python 3.99" in str(error) and "starburst build" in str(error)
+
+
+def test_batch_that_cannot_be_unpickled_fails_as_a_whole(store: MemoryStore) -> None:
+    store.put(_keys.batch_key("b1"), payload.dump("batch", b"\x80\x05garbage"))
+    _assign(store, "w1", 0, "b1")
+    Worker(store, "w1", idle_timeout=0.1).run()
+    ok, error = _results(store)[WHOLE_BATCH]
+    assert isinstance(error, SerializationError)
+    assert "could not be unpickled on worker w1" in str(error)
+
+
+def test_main_needs_its_environment() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STARBURST_")}
+    proc = subprocess.run([sys.executable, "-m", "starburst_executor.worker"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "STARBURST_STORE_URL" in proc.stderr
+
+
+def test_main_as_subprocess_runs_a_batch(tmp_path: Any) -> None:
+    store = LocalStore(tmp_path / "session")
+    _put_batch(store, "b1", pow, [(0, (2, 10))])
+    _assign(store, "w9", 0, "b1")
+    env = dict(os.environ, STARBURST_STORE_URL=store.url, STARBURST_WORKER_ID="w9",
+               STARBURST_IDLE_TIMEOUT="0.2")
+    proc = subprocess.run([sys.executable, "-m", "starburst_executor.worker"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert _results(store) == {0: (True, 1024)}
+    assert "batch b1 attempt 1: 1 calls" in proc.stderr
