@@ -1,0 +1,291 @@
+"""The wheelhouse of a worker image, prepared on the host so the image build needs no network.
+
+* :func:`package_wheel` writes a wheel of this package from its source files, byte for byte
+  reproducible (fixed timestamps, sorted entries), whether it is installed or used from a checkout.
+* :func:`download_wheels` fetches the wheels of exact pins for the target platform with
+  ``pip download`` into a cache that outlives builds; a pin with no such wheel is built on the
+  host when it is pure Python, and otherwise reported back, by name.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import hashlib
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+
+__all__ = [
+    "Target",
+    "package_files",
+    "package_digest",
+    "package_wheel",
+    "download_wheels",
+    "wheel_cache_dir",
+    "normalize",
+]
+
+_PACKAGE_DIR = Path(__file__).resolve().parent
+DIST_NAME = "starburst-executor"
+_ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+def normalize(name: str) -> str:
+    """A distribution name in PEP 503 normal form."""
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """The interpreter and platform wheels are chosen for."""
+
+    python_minor: str  # "3.11"
+    architecture: str  # "x86_64" or "arm64"
+    glibc: tuple[int, int] = (2, 36)  # Debian bookworm, the official slim images' base
+
+    @property
+    def machine(self) -> str:
+        return "aarch64" if self.architecture == "arm64" else "x86_64"
+
+    @property
+    def key(self) -> str:
+        return f"cp{self.python_minor.replace('.', '')}-{self.machine}"
+
+    def pip_args(self) -> list[str]:
+        """``pip download`` options restricting wheels to this target."""
+        nodot = self.python_minor.replace(".", "")
+        args = ["--python-version", self.python_minor, "--implementation", "cp"]
+        for abi in (f"cp{nodot}", "abi3", "none"):
+            args += ["--abi", abi]
+        major, minor = self.glibc
+        platforms = [f"manylinux_{major}_{m}_{self.machine}" for m in range(minor, 4, -1)]
+        platforms += [f"manylinux2014_{self.machine}"]
+        if self.machine == "x86_64":
+            platforms += ["manylinux2010_x86_64", "manylinux1_x86_64"]
+        for platform in platforms:
+            args += ["--platform", platform]
+        return args
+
+
+def package_files() -> list[Path]:
+    """The files of this package that go into its wheel: sources and package data, sorted."""
+    files = []
+    for path in sorted(_PACKAGE_DIR.rglob("*")):
+        rel = path.relative_to(_PACKAGE_DIR)
+        if "__pycache__" in rel.parts or path.is_dir() or path.suffix in (".pyc", ".pyo"):
+            continue
+        files.append(path)
+    return files
+
+
+def package_digest() -> str:
+    """sha256 over this package's files (names and contents), so an edited checkout whose
+    version number did not change still gets a new image tag."""
+    digest = hashlib.sha256()
+    for path in package_files():
+        digest.update(path.relative_to(_PACKAGE_DIR).as_posix().encode() + b"\0")
+        digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def package_version() -> str:
+    """This package's version: installed metadata, else the checkout's pyproject.toml."""
+    from importlib import metadata
+
+    try:
+        return metadata.version(DIST_NAME)
+    except metadata.PackageNotFoundError:
+        pass
+    pyproject = _PACKAGE_DIR.parent / "pyproject.toml"
+    if pyproject.exists():
+        match = re.search(r'(?m)^version\s*=\s*"([^"]+)"', pyproject.read_text())
+        if match:
+            return match.group(1)
+    return "0+unknown"
+
+
+def _record_hash(data: bytes) -> str:
+    return "sha256=" + base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+
+
+def package_wheel(dest: Path, version: str | None = None) -> Path:
+    """Write a pure-Python wheel of this package into ``dest``; return its path.
+
+    Only the worker's side matters in the image, so the wheel declares no dependencies (the
+    image's pins provide them) and no console scripts.
+    """
+    version = version or package_version()
+    dist_info = f"starburst_executor-{version}.dist-info"
+    entries: list[tuple[str, bytes]] = []
+    for path in package_files():
+        entries.append(("starburst_executor/" + path.relative_to(_PACKAGE_DIR).as_posix(), path.read_bytes()))
+    metadata = (
+        f"Metadata-Version: 2.1\nName: {DIST_NAME}\nVersion: {version}\nRequires-Python: >=3.10\n"
+        "Summary: starburst-executor worker (built for a worker image)\n"
+    ).encode()
+    wheel = b"Wheel-Version: 1.0\nGenerator: starburst-executor\nRoot-Is-Purelib: true\nTag: py3-none-any\n"
+    entries.append((f"{dist_info}/METADATA", metadata))
+    entries.append((f"{dist_info}/WHEEL", wheel))
+    record = "".join(f"{name},{_record_hash(data)},{len(data)}\n" for name, data in entries)
+    record += f"{dist_info}/RECORD,,\n"
+    entries.append((f"{dist_info}/RECORD", record.encode()))
+    dest.mkdir(parents=True, exist_ok=True)
+    path = dest / f"starburst_executor-{version}-py3-none-any.whl"
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries:
+            info = zipfile.ZipInfo(name, date_time=_ZIP_TIME)
+            info.external_attr = 0o644 << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, data)
+    return path
+
+
+def wheel_cache_dir(target: Target) -> Path:
+    """Where downloaded wheels for ``target`` are kept between builds."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "starburst" / "wheels" / target.key
+
+
+_WHEEL_NAME = re.compile(r"^(?P<name>[^-]+)-(?P<version>[^-]+)(-\d[^-]*)?-[^-]+-[^-]+-[^-]+\.whl$")
+
+
+def _cached(directory: Path) -> dict[tuple[str, str], Path]:
+    found: dict[tuple[str, str], Path] = {}
+    if directory.is_dir():
+        for path in directory.glob("*.whl"):
+            match = _WHEEL_NAME.match(path.name)
+            if match:
+                found[(normalize(match.group("name")), match.group("version"))] = path
+    return found
+
+
+_NOT_FOUND = re.compile(
+    r"(?:No matching distribution found for|satisfies the requirement)\s+([A-Za-z0-9_.\-\[\]]+)"
+)
+
+
+def _run_pip(args: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "pip", "--disable-pip-version-check", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+def download_wheels(
+    pins: Iterable[tuple[str, str]],
+    target: Target,
+    *,
+    cache: Path | None = None,
+    log: Callable[[str], None] = print,
+    timeout: float = 900.0,
+) -> tuple[dict[tuple[str, str], Path], list[tuple[str, str]]]:
+    """Make sure a wheel for each ``(name, version)`` pin is in the cache.
+
+    Returns (wheel of each pin found, pins with no wheel for ``target``).  Cached wheels are not
+    asked for again, so an unchanged environment costs no index request.
+    """
+    cache = cache or wheel_cache_dir(target)
+    cache.mkdir(parents=True, exist_ok=True)
+    wanted = {(normalize(name), version) for name, version in pins}
+    have = _cached(cache)
+    todo = sorted(wanted - set(have))
+    missing: list[tuple[str, str]] = []
+    if todo:
+        log(f"downloading {len(todo)} wheel(s) for {target.key} into {cache}")
+    while todo:
+        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as req:
+            req.write("".join(f"{name}=={version}\n" for name, version in todo))
+        try:
+            proc = _run_pip(
+                ["download", "--no-deps", "--only-binary=:all:", "--dest", str(cache),
+                 *target.pip_args(), "-r", req.name],
+                timeout,
+            )
+        finally:
+            os.unlink(req.name)
+        if proc.returncode == 0:
+            break
+        match = _NOT_FOUND.search(proc.stdout + proc.stderr)
+        failed = None
+        if match:
+            spec = match.group(1)
+            failed_name = normalize(spec.split("==")[0].split("[")[0])
+            failed = next((pin for pin in todo if pin[0] == failed_name), None)
+        if failed is None:
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
+            raise RuntimeError(f"pip download failed:\n{tail}")
+        todo.remove(failed)
+        missing.append(failed)
+    still_missing = []
+    for name, version in missing:
+        wheel = _build_pure_wheel(name, version, cache, timeout)
+        if wheel is None:
+            still_missing.append((name, version))
+        else:
+            log(f"built pure-Python wheel {wheel.name} on the host (no wheel on the index)")
+    have = _cached(cache)
+    found = {pin: have[pin] for pin in wanted if pin in have}
+    return found, sorted(still_missing)
+
+
+def _build_pure_wheel(name: str, version: str, cache: Path, timeout: float) -> Path | None:
+    """Build ``name==version`` from its sdist on the host; keep it only if it is pure Python,
+    since a compiled wheel built here would not match the target's platform."""
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = _run_pip(["wheel", "--no-deps", "--wheel-dir", tmp, f"{name}=={version}"], timeout)
+        if proc.returncode != 0:
+            return None
+        for path in Path(tmp).glob("*.whl"):
+            if path.name.endswith("-none-any.whl"):
+                dest = cache / path.name
+                os.replace(path, dest)
+                return dest
+    return None
+
+
+def local_wheel(source: Path, dest: Path, timeout: float = 900.0) -> Path:
+    """Build a wheel of a distribution installed from the local directory ``source``."""
+    with tempfile.TemporaryDirectory() as tmp:
+        proc = _run_pip(["wheel", "--no-deps", "--wheel-dir", tmp, str(source)], timeout)
+        if proc.returncode != 0:
+            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-10:])
+            raise RuntimeError(f"cannot build a wheel of {source}:\n{tail}")
+        wheels = list(Path(tmp).glob("*.whl"))
+        dest.mkdir(parents=True, exist_ok=True)
+        out = dest / wheels[0].name
+        os.replace(wheels[0], out)
+        return out
+
+
+def pip_wheel(target: Target, log: Callable[[str], None], timeout: float = 900.0) -> Path:
+    """A pip wheel to run the installs in the image with (the base image needs no pip):
+    the host's pip version when it has one, else the newest."""
+    from importlib import metadata
+
+    try:
+        pins = [("pip", metadata.version("pip"))]
+    except metadata.PackageNotFoundError:
+        pins = []
+    if pins:
+        found, _ = download_wheels(pins, target, log=log, timeout=timeout)
+        if found:
+            return next(iter(found.values()))
+    cache = wheel_cache_dir(target)
+    proc = _run_pip(
+        ["download", "--no-deps", "--only-binary=:all:", "--dest", str(cache),
+         *target.pip_args(), "pip"],
+        timeout,
+    )
+    wheels = sorted(cache.glob("pip-*.whl"))
+    if proc.returncode != 0 or not wheels:
+        raise RuntimeError("cannot download a pip wheel for the image: " + proc.stderr[-500:])
+    return wheels[-1]
