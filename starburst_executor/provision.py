@@ -1,0 +1,34 @@
+"""The AWS side of the ``starburst`` command line, as library functions.
+
+=============  =====================================================================
+function       what it does
+=============  =====================================================================
+``setup``      create or update roles, bucket, repository, cluster, log group,
+               security group and the config file (idempotent; ``dry_run``)
+``doctor``     check credentials, region, roles, bucket, cluster, network, quotas,
+               image and Docker; each failed check names its fix
+``status``     sessions with their age and cost so far, and running tasks
+``logs``       CloudWatch log events of a session's tasks
+``cleanup``    stop orphaned tasks, delete old session data, deregister stale
+               task definitions
+``teardown``   delete what setup created
+=============  =====================================================================
+
+Every function takes a :class:`Clients` (boto3 clients of one region; a new session by default)
+and a ``log`` callable that receives one line per step.
+"""
+
+from __future__ import annotations
+
+from ._provision_common import Clients, Log, Names
+from ._provision_setup import SetupOptions, SetupResult, StepResult, setup
+
+__all__ = [
+    "Clients",
+    "Log",
+    "Names",
+    "SetupOptions",
+    "SetupResult",
+    "StepResult",
+    "setup",
+]

@@ -1,0 +1,77 @@
+"""Shared fixtures of the CLI and provisioning tests: one moto server, reset per test."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from starburst_executor._provision_common import Clients
+from starburst_executor.testing import MotoServer
+
+READ_ONLY_PREFIXES = ("Get", "List", "Describe", "Head")
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    # AWS managed policies (AmazonECSTaskExecutionRolePolicy...) exist in every real account;
+    # the in-process moto server loads them when its IAM backend is (re)created.  Only the
+    # ones setup attaches are kept: parsing all of them costs seconds per test.
+    import moto.iam.models as iam_models
+
+    wanted = {"AmazonECSTaskExecutionRolePolicy", "AmazonEC2ContainerRegistryReadOnly"}
+    saved_data = iam_models.aws_managed_policies_data
+    iam_models.aws_managed_policies_data = json.dumps(
+        {k: v for k, v in json.loads(saved_data).items() if k in wanted})
+    saved = os.environ.get("MOTO_IAM_LOAD_MANAGED_POLICIES")
+    os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = "true"
+    try:
+        with MotoServer() as server:
+            yield server
+    finally:
+        iam_models.aws_managed_policies_data = saved_data
+        if saved is None:
+            os.environ.pop("MOTO_IAM_LOAD_MANAGED_POLICIES", None)
+        else:
+            os.environ["MOTO_IAM_LOAD_MANAGED_POLICIES"] = saved
+
+
+@pytest.fixture
+def aws(moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
+    """A clean moto account, boto3 pointed at it, and a config file path in ``tmp_path``."""
+    moto_server.reset()
+    for name, value in moto_server.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("STARBURST_CONFIG", str(tmp_path / "starburst.json"))
+    for name in ("STARBURST_REGION", "STARBURST_BUCKET", "STARBURST_BACKEND"):
+        monkeypatch.delenv(name, raising=False)
+    return moto_server
+
+
+class CallRecorder:
+    """Every AWS operation made through a session, as ``service.Operation``."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def __call__(self, model: Any, **_: Any) -> None:
+        self.calls.append(f"{model.service_model.service_name}.{model.name}")
+
+    def mutating(self) -> list[str]:
+        return [c for c in self.calls if not c.split(".", 1)[1].startswith(READ_ONLY_PREFIXES)]
+
+
+@pytest.fixture
+def recorded(aws: MotoServer) -> tuple[Clients, CallRecorder]:
+    """Clients whose every call is recorded (a botocore ``before-call`` hook)."""
+    session = boto3.session.Session(region_name="us-east-1")
+    recorder = CallRecorder()
+    session.events.register("before-call", recorder)
+    return Clients("us-east-1", session=session), recorder
