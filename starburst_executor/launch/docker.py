@@ -1,0 +1,363 @@
+"""Workers as containers of the worker image on the local Docker daemon: ``backend="docker"``.
+
+The same contract as Fargate, so an image can be checked here before paying for it: the worker
+runs ``python -m starburst_executor.worker`` in the image with its keys in the environment, a
+memory limit of ``config.memory`` MiB (no swap: exceeding it is an OOM kill, exit 137, like on
+Fargate) and ``config.cpu`` CPUs; its log is the container's.
+
+Differences from Fargate, by necessity:
+
+* A ``file://`` store is bind-mounted into the container at the same absolute path, so the URL
+  works unchanged inside.  An ``s3://`` store gets the host's ``AWS_*`` variables (there is no task
+  role), and host networking when ``AWS_ENDPOINT_URL`` points at loopback (a moto server).
+* Containers run as the calling user, so what the worker writes into the store is the client's.
+* Every container carries the labels ``starburst.managed`` and ``starburst.session``:
+  :meth:`DockerLauncher.close` and :func:`remove_containers` find them by label.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import threading
+import time
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import unquote, urlparse
+
+from .. import _keys
+from ..config import Config
+from ..errors import ConfigError, LaunchError
+from .base import LaunchFailure, LauncherStats, TaskHandle, TaskPhase, TaskState, WorkerSpec
+
+__all__ = ["DockerLauncher", "remove_containers", "LABEL_MANAGED", "LABEL_SESSION", "LABEL_WORKER"]
+
+LABEL_MANAGED = "starburst.managed"
+LABEL_SESSION = "starburst.session"
+LABEL_WORKER = "starburst.worker"
+WORKER_COMMAND = ("python", "-m", "starburst_executor.worker")
+# ECS's own words, so that messages read the same on both backends.
+OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
+EXITED_REASON = "Essential container in task exited"
+_AWS_VARIABLES = (
+    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
+    "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
+)
+_NO_TIME = "0001-01-01T00:00:00Z"
+
+
+def docker_client(timeout: float = 60.0) -> Any:
+    """A client for the local daemon, checked with a ping.
+
+    Raises:
+        ConfigError: the docker SDK is missing.
+        LaunchError: no daemon answers; the message says how to start one.
+    """
+    try:
+        import docker
+    except ImportError:
+        raise ConfigError(
+            "backend='docker' needs the docker SDK: pip install 'starburst-executor[docker]'"
+        ) from None
+    where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    try:
+        client = docker.from_env(timeout=int(timeout))
+        client.ping()
+    except Exception as exc:  # DockerException, or requests' connection errors
+        raise LaunchError(
+            f"no Docker daemon answers at {where} ({type(exc).__name__}: {exc}). Start it "
+            "(`sudo systemctl start docker`, Docker Desktop, or `sudo dockerd &`), or point "
+            "DOCKER_HOST at a running one."
+        ) from None
+    return client
+
+
+class _Container:
+    def __init__(self, container_id: str, started: float):
+        self.id = container_id
+        self.launched_at = started
+        self.stop_reason: str | None = None
+        self.final: TaskState | None = None  # a stopped container's state never changes
+
+
+class DockerLauncher:
+    """Runs each worker as a container of ``image`` on the local Docker daemon.
+
+    Args:
+        image: the worker image (``config.image``; see ``starburst build``).
+        session_id: labels the containers, so ``close`` and cleanup find them.
+        memory: memory limit in MiB (hard, no swap).
+        cpu: CPUs (``nano_cpus``); capped at the machine's count, which Docker enforces.
+        client: a ``docker.DockerClient``; by default one is made on first use.
+        stop_timeout: seconds between SIGTERM and SIGKILL on :meth:`stop`.
+    """
+
+    poll_interval = (0.05, 1.0)
+
+    def __init__(
+        self,
+        image: str | None,
+        *,
+        session_id: str = "",
+        memory: int = 2048,
+        cpu: float = 1.0,
+        client: Any = None,
+        stop_timeout: int = 5,
+    ):
+        self.image = image
+        self.session_id = session_id
+        self.memory = memory
+        self.cpu = cpu
+        self.stop_timeout = stop_timeout
+        self.stats = LauncherStats()
+        self._client = client
+        self._containers: dict[str, _Container] = {}
+        self._lock = threading.Lock()
+        self._image_checked = False
+
+    @classmethod
+    def from_config(cls, config: Config, session_id: str, store_url: str) -> DockerLauncher:
+        """A launcher for ``config.image``, ``config.memory`` and ``config.cpu``.  No daemon call
+        happens here; ``store_url`` is taken from each worker's environment at launch."""
+        return cls(config.image, session_id=session_id, memory=config.memory, cpu=config.cpu)
+
+    @property
+    def client(self) -> Any:
+        with self._lock:
+            if self._client is None:
+                self._client = docker_client()
+            return self._client
+
+    # --- launching ------------------------------------------------------------------------
+
+    def launch(self, specs: Sequence[WorkerSpec]) -> list[TaskHandle | LaunchFailure]:
+        if not self.image:
+            reason = (
+                "backend='docker' needs a worker image: pass image= (see `starburst build`), "
+                "or auto_build=True"
+            )
+            return [LaunchFailure(s.worker_id, reason, retryable=False) for s in specs]
+        problem = self._ensure_image()
+        if problem is not None:
+            return [problem(s.worker_id) for s in specs]
+        return [self._launch_one(spec) for spec in specs]
+
+    def _ensure_image(self) -> Any:
+        """None when the daemon has the image (pulled if need be), else a failure factory."""
+        import docker.errors
+
+        if self._image_checked:
+            return None
+        try:
+            self.client.images.get(self.image)
+        except docker.errors.ImageNotFound:
+            try:
+                self.client.images.pull(self.image)
+                self.stats.count("pull")
+            except docker.errors.APIError as exc:
+                reason = (
+                    f"image {self.image} is not in the local Docker daemon and cannot be pulled "
+                    f"({exc.explanation or exc}): build it with `starburst build`, or "
+                    f"`docker login` to its registry and `docker pull {self.image}`"
+                )
+                return lambda worker_id: LaunchFailure(worker_id, reason, retryable=False)
+        except LaunchError as exc:
+            reason = str(exc)
+            return lambda worker_id: LaunchFailure(worker_id, reason, retryable=False)
+        self._image_checked = True
+        return None
+
+    def _launch_one(self, spec: WorkerSpec) -> TaskHandle | LaunchFailure:
+        import docker.errors
+
+        env = {k: v for k, v in spec.env.items() if k != _keys.ENV_PARENT_PID}
+        # The client's pid means nothing in the container's pid namespace; a dead client's
+        # workers end by idle_timeout and are removed by label instead.
+        volumes, network_mode, extra_env = _store_access(env.get(_keys.ENV_STORE_URL, ""))
+        env = {**extra_env, **env}
+        cpus = min(self.cpu, float(os.cpu_count() or 1))
+        kwargs: dict[str, Any] = dict(
+            command=list(WORKER_COMMAND),
+            environment=env,
+            labels={
+                LABEL_MANAGED: "true",
+                LABEL_SESSION: self.session_id,
+                LABEL_WORKER: spec.worker_id,
+            },
+            mem_limit=f"{self.memory}m",
+            memswap_limit=f"{self.memory}m",
+            nano_cpus=int(cpus * 1e9),
+            init=True,  # PID 1 forwards SIGTERM, so stop() ends the worker at once
+            volumes=volumes,
+            network_mode=network_mode,
+            detach=True,
+            name=f"starburst-{self.session_id[:12]}-{spec.worker_id}" if self.session_id else None,
+        )
+        if hasattr(os, "getuid"):
+            kwargs["user"] = f"{os.getuid()}:{os.getgid()}"
+        try:
+            container = self.client.containers.run(self.image, **kwargs)
+        except docker.errors.APIError as exc:
+            status = getattr(exc, "status_code", None) or 500
+            return LaunchFailure(
+                spec.worker_id,
+                f"docker could not start a container of {self.image}: {exc.explanation or exc}",
+                retryable=status >= 500,
+            )
+        except LaunchError as exc:
+            return LaunchFailure(spec.worker_id, str(exc), retryable=False)
+        with self._lock:
+            self._containers[container.id] = _Container(container.id, time.time())
+        self.stats.count("run")
+        self.stats.tasks_started += 1
+        return TaskHandle(spec.worker_id, container.id)
+
+    # --- watching -------------------------------------------------------------------------
+
+    def poll(self, handles: Sequence[TaskHandle]) -> list[TaskState]:
+        return [self._state(h) for h in handles]
+
+    def _state(self, handle: TaskHandle) -> TaskState:
+        import docker.errors
+
+        record = self._containers.get(handle.task_id)
+        if record is not None and record.final is not None:
+            return record.final
+        try:
+            info = self.client.api.inspect_container(handle.task_id)
+        except docker.errors.NotFound:
+            state = TaskState(
+                handle, TaskPhase.STOPPED, stop_code="TaskFailedToStart",
+                stopped_reason="the container is gone (removed outside starburst)",
+                stopped_at=time.time(),
+            )
+            if record is not None:
+                record.final = state
+            return state
+        finally:
+            self.stats.count("inspect")
+        raw = info.get("State", {})
+        status = raw.get("Status", "")
+        started_at = _timestamp(raw.get("StartedAt"))
+        if status == "created":
+            return TaskState(handle, TaskPhase.PENDING)
+        if status in ("running", "paused", "restarting"):
+            return TaskState(handle, TaskPhase.RUNNING, started_at=started_at)
+        exit_code = raw.get("ExitCode")
+        stop_reason = record.stop_reason if record is not None else None
+        if raw.get("OOMKilled"):
+            reason, stop_code = OOM_REASON, "EssentialContainerExited"
+        elif stop_reason:
+            reason, stop_code = stop_reason, "UserInitiated"
+        elif raw.get("Error"):
+            reason, stop_code = f"CannotStartContainerError: {raw['Error']}", "TaskFailedToStart"
+        else:
+            reason, stop_code = f"{EXITED_REASON} (exit code {exit_code})", "EssentialContainerExited"
+        state = TaskState(
+            handle, TaskPhase.STOPPED, exit_code=exit_code, stop_code=stop_code,
+            stopped_reason=reason, started_at=started_at,
+            stopped_at=_timestamp(raw.get("FinishedAt")) or time.time(),
+        )
+        if record is not None:
+            record.final = state
+        return state
+
+    def log_tail(self, handle: TaskHandle, lines: int = 20) -> str:
+        import docker.errors
+
+        try:
+            data = self.client.api.logs(handle.task_id, stdout=True, stderr=True, tail=lines)
+        except (docker.errors.APIError, LaunchError):
+            return ""
+        self.stats.count("logs")
+        text: str = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
+        return "\n".join(text.splitlines()[-lines:])
+
+    def capacity(self, wanted: int) -> int:
+        return wanted
+
+    # --- stopping -------------------------------------------------------------------------
+
+    def stop(self, handles: Sequence[TaskHandle], reason: str) -> None:
+        import docker.errors
+
+        for handle in handles:
+            record = self._containers.get(handle.task_id)
+            if record is not None:
+                if record.final is not None:
+                    continue
+                record.stop_reason = record.stop_reason or f"stopped: {reason}"
+            try:
+                self.client.api.stop(handle.task_id, timeout=self.stop_timeout)
+                self.stats.count("stop")
+            except docker.errors.NotFound:
+                pass
+            except docker.errors.APIError:
+                pass  # already stopping or stopped: stop is idempotent
+
+    def close(self) -> None:
+        """Stop and remove every container of this launcher (found by label as well, so a
+        container started by another launcher of the same session goes too)."""
+        with self._lock:
+            client = self._client
+        if client is None:
+            return  # never talked to the daemon, so never started anything
+        handles = [TaskHandle("", cid) for cid in list(self._containers)]
+        self.stop(handles, "executor closed")
+        # Final states are read before removal, so poll() still answers after close().
+        for handle in handles:
+            self._state(handle)
+        if self.session_id:
+            remove_containers(client, self.session_id)
+        else:
+            for handle in handles:
+                _remove(client, handle.task_id)
+
+
+def remove_containers(client: Any, session_id: str | None = None) -> int:
+    """Remove the worker containers of ``session_id`` (of every session: None), running or not;
+    return how many."""
+    label = f"{LABEL_SESSION}={session_id}" if session_id else f"{LABEL_MANAGED}=true"
+    found = client.api.containers(all=True, filters={"label": label})
+    for entry in found:
+        _remove(client, entry["Id"])
+    return len(found)
+
+
+def _remove(client: Any, container_id: str) -> None:
+    import docker.errors
+
+    try:
+        client.api.remove_container(container_id, force=True)
+    except docker.errors.NotFound:
+        pass
+    except docker.errors.APIError:
+        pass  # removal already in progress
+
+
+def _store_access(url: str) -> tuple[dict[str, dict[str, str]], str, dict[str, str]]:
+    """(volumes, network mode, extra environment) that let a container open the store at url."""
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        path = unquote(parsed.path)
+        return {path: {"bind": path, "mode": "rw"}}, "none", {}
+    if parsed.scheme == "s3":
+        extra = {k: os.environ[k] for k in _AWS_VARIABLES if os.environ.get(k)}
+        endpoint = extra.get("AWS_ENDPOINT_URL_S3") or extra.get("AWS_ENDPOINT_URL", "")
+        host = urlparse(endpoint).hostname or ""
+        loopback = host == "localhost" or host.startswith("127.") or host == "::1"
+        return {}, "host" if loopback else "bridge", extra
+    return {}, "bridge", {}
+
+
+def _timestamp(text: str | None) -> float | None:
+    """Docker's RFC 3339 time with nanoseconds, as ``time.time()``; None for the zero time."""
+    if not text or text.startswith(_NO_TIME[:4]):
+        return None
+    main, _, fraction = text.rstrip("Z").partition(".")
+    try:
+        moment = datetime.datetime.fromisoformat(main).replace(tzinfo=datetime.timezone.utc)
+    except ValueError:
+        return None
+    return moment.timestamp() + (float("0." + fraction[:6]) if fraction.isdigit() else 0.0)
+
