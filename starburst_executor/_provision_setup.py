@@ -178,7 +178,7 @@ def setup(
         inline={TASK_ROLE_POLICY_NAME: task_role_policy(names.bucket)})
     steps.append(step)
     steps.append(_ensure_bucket(ctx))
-    repository_uri, step = _ensure_repository(ctx)
+    _, step = _ensure_repository(ctx)
     steps.append(step)
     steps.append(_ensure_cluster(ctx))
     steps.append(_ensure_log_group(ctx))
@@ -195,8 +195,9 @@ def setup(
         "execution_role": execution_role_arn,
         "task_role": task_role_arn,
         "log_group": names.log_group,
-        "image": repository_uri,
     }
+    # ``image`` is a full reference whose tag (a hash of the environment) is known only after
+    # ``starburst build``, which writes it; setup only creates the repository.
     steps.append(_write_config(ctx, path, settings))
     result = SetupResult(tuple(steps), settings, path, dry_run)
     if dry_run:

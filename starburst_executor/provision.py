@@ -21,6 +21,18 @@ and a ``log`` callable that receives one line per step.
 from __future__ import annotations
 
 from ._provision_common import Clients, Log, Names
+from ._provision_doctor import Check, DoctorReport, QuotaReader, doctor, format_check
+from ._provision_ops import (
+    CleanupReport,
+    SessionInfo,
+    StatusReport,
+    TaskInfo,
+    cleanup,
+    logs,
+    parse_duration,
+    status,
+    teardown,
+)
 from ._provision_setup import SetupOptions, SetupResult, StepResult, setup
 
 __all__ = [
@@ -31,4 +43,18 @@ __all__ = [
     "SetupResult",
     "StepResult",
     "setup",
+    "Check",
+    "DoctorReport",
+    "QuotaReader",
+    "doctor",
+    "format_check",
+    "CleanupReport",
+    "SessionInfo",
+    "StatusReport",
+    "TaskInfo",
+    "cleanup",
+    "logs",
+    "parse_duration",
+    "status",
+    "teardown",
 ]
