@@ -6,13 +6,16 @@
 
     with FargateExecutor(max_workers=50, cpu=4, memory="8GB") as executor:
         results = list(executor.map(simulate, parameters))
+
+The public names are imported on first use, so a worker process (which imports this package
+too) starts without loading the executor.
 """
 
 from __future__ import annotations
 
-from ._future import CallMetadata, StarburstFuture
-from ._manager import Usage
-from .config import Config, load_config
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from .errors import (
     ConfigError,
     CostLimitExceeded,
@@ -28,9 +31,25 @@ from .errors import (
     StoreError,
     WorkerLost,
 )
-from .executor import FargateExecutor, starburst_cluster, starburst_map
+
+if TYPE_CHECKING:
+    from ._future import CallMetadata, StarburstFuture
+    from ._manager import Usage
+    from .config import Config, load_config
+    from .executor import FargateExecutor, starburst_cluster, starburst_map
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "FargateExecutor": ".executor",
+    "starburst_map": ".executor",
+    "starburst_cluster": ".executor",
+    "StarburstFuture": "._future",
+    "CallMetadata": "._future",
+    "Usage": "._manager",
+    "Config": ".config",
+    "load_config": ".config",
+}
 
 __all__ = [
     "FargateExecutor",
@@ -55,3 +74,16 @@ __all__ = [
     "WorkerLost",
     "ExecutorBroken",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -11,7 +11,7 @@ __all__ = ["CallMetadata", "StarburstFuture"]
 T = TypeVar("T")
 
 
-@dataclasses.dataclass
+@dataclasses.dataclass(slots=True)
 class CallMetadata:
     """Where and when a call ran.  Filled in by the executor as the call progresses.
 

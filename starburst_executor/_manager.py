@@ -51,7 +51,7 @@ _FREE_RETRIES = 5
 _HEARTBEAT_SECONDS = 60.0
 
 
-@dataclasses.dataclass(eq=False)
+@dataclasses.dataclass(eq=False, slots=True)
 class WorkItem:
     """A call that stays local until it is batched: the future and what to pickle."""
 
@@ -360,8 +360,20 @@ class Manager(threading.Thread):
             end = state.stopped_at or time.time()
             with self._usage_lock:
                 self._task_seconds += max(0.0, end - state.started_at)
-        for batch in list(worker.batches):
-            self._batch_lost(batch, worker, state, None)
+        if not worker.batches:
+            return
+        running, *queued = worker.batches
+        for batch in queued:
+            # A worker runs its batches in order: these never started, so they owe nothing.
+            worker.batches.remove(batch)
+            batch.attempt -= 1
+            self._requeue(batch)
+        self._batch_lost(running, worker, state, None)
+
+    def _requeue(self, batch: _Batch) -> None:
+        batch.worker = None
+        self._inflight.pop(batch.batch_id, None)
+        self._retry.append(batch)
 
     def _batch_lost(
         self, batch: _Batch, worker: _Worker, state: TaskState | None, why: str | None
@@ -382,10 +394,8 @@ class Manager(threading.Thread):
         if batch.failures > self._config.max_retries:
             self._fail_batch(batch, self._worker_lost(batch, worker, state, why))
             return
-        batch.worker = None
-        self._inflight.pop(batch.batch_id, None)
         self._retries += 1
-        self._retry.append(batch)
+        self._requeue(batch)
 
     def _worker_lost(
         self, batch: _Batch, worker: _Worker, state: TaskState | None, why: str | None
@@ -438,8 +448,8 @@ class Manager(threading.Thread):
         for worker in sorted(live, key=lambda w: len(w.batches)):
             if worker.idle_since is not None and now - worker.idle_since > reuse_limit:
                 continue  # about to exit idle: give the work to a fresh worker instead
-            depth = 2 if worker.warm else 1
-            while len(worker.batches) < depth:
+            # Two batches per worker: the next one is already assigned when a batch ends.
+            while len(worker.batches) < 2:
                 batch = self._form_batch(self._capacity or self._max_workers)
                 if batch is None:
                     break
@@ -452,45 +462,46 @@ class Manager(threading.Thread):
     def _launch_workers(self, live: list[_Worker]) -> bool:
         if self._capacity is None:
             self._capacity = max(1, self._launcher.capacity(self._max_workers))
-        room = self._capacity - len(live)
-        new: list[_Worker] = []
-        for _ in range(room):
-            batch = self._form_batch(self._capacity)
-            if batch is None:
-                break
-            self._write_session()
-            worker = _Worker(f"w{self._next_worker:05d}", time.monotonic())
-            self._next_worker += 1
-            self._workers[worker.worker_id] = worker
-            self._assign(worker, batch)
-            new.append(worker)
-        if not new:
+        with self._intake.lock:
+            waiting = len(self._intake.pending)
+        wanted = min(self._capacity - len(live), waiting + len(self._carry) + len(self._retry))
+        if wanted <= 0:
             return False
+        self._write_session()
+        new = []
+        for _ in range(wanted):
+            new.append(_Worker(f"w{self._next_worker:05d}", time.monotonic()))
+            self._next_worker += 1
+        # Launch first, then pickle and assign: a worker boots while its batch is prepared
+        # (it polls for its first assignment like for any other).
         results = self._launcher.launch(
             [WorkerSpec(w.worker_id, self._worker_env(w)) for w in new])
         for worker, result in zip(new, results):
             if isinstance(result, TaskHandle):
                 worker.handle = result
-                continue
-            self._launch_failed(worker, result)
+                self._workers[worker.worker_id] = worker
+                self._launch_backoff = 0.0
+            else:
+                self._launch_failed(result)
+        for worker in new:
+            if worker.handle is not None:
+                batch = self._form_batch(self._capacity)
+                if batch is None:
+                    break
+                self._assign(worker, batch)
         return True
 
-    def _launch_failed(self, worker: _Worker, failure: LaunchFailure) -> None:
-        self._workers.pop(worker.worker_id, None)
-        for batch in worker.batches:
-            batch.worker = None
-            self._inflight.pop(batch.batch_id, None)
-            if failure.retryable:
-                batch.attempt -= 1  # never ran
-                self._retry.appendleft(batch)
-            else:
-                self._fail_batch(batch, LaunchError(
-                    f"worker {worker.worker_id} could not be started: {failure.reason}"))
-        worker.batches.clear()
-        if failure.retryable:
-            self._launch_backoff = min(max(2 * self._launch_backoff, self._poll_max), 60.0)
-            self._launch_not_before = time.monotonic() + self._launch_backoff * random.uniform(
-                0.8, 1.2)
+    def _launch_failed(self, failure: LaunchFailure) -> None:
+        if not failure.retryable:
+            # Nothing can start a worker: fail the work waiting for one, with the reason.
+            error = LaunchError(f"worker {failure.worker_id} could not be started: "
+                                f"{failure.reason}")
+            if not self._workers:
+                self._drain(error, cancel_pending=False)
+            return
+        self._launch_backoff = min(max(2 * self._launch_backoff, self._poll_max), 60.0)
+        self._launch_not_before = time.monotonic() + self._launch_backoff * random.uniform(
+            0.8, 1.2)
 
     def _worker_env(self, worker: _Worker) -> dict[str, str]:
         return {

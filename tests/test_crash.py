@@ -144,3 +144,16 @@ def test_workers_stop_when_the_client_is_interrupted(tmp_path: Path, how: str) -
         if client.poll() is None:
             client.kill()
             client.wait()
+
+
+def test_batches_queued_behind_a_crash_are_not_blamed() -> None:
+    # One worker with two batches assigned at a time: the one after the poison batch never
+    # ran, so it is retried without using up its retries.
+    with FargateExecutor(max_workers=1, backend="local", max_retries=0) as ex:
+        futures = [ex.submit(_always_die, x) for x in range(8)]
+        wait(futures, timeout=60)
+    for x, future in enumerate(futures):
+        if x == 5:
+            assert isinstance(future.exception(timeout=0), WorkerLost)
+        elif future.metadata.batch_id != futures[5].metadata.batch_id:
+            assert future.result(timeout=0) == x
