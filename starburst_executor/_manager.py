@@ -528,31 +528,42 @@ class Manager(threading.Thread):
             future.metadata.worker_id = worker.worker_id
 
     def _take_items(self, workers: int) -> list[WorkItem]:
-        """Move the next batch's worth of calls out of the queue and mark them running."""
-        if self._carry:
-            first = self._carry[0]
-            items = []
-            while self._carry and self._carry[0].chunksize == first.chunksize and (
-                    first.chunksize is None or len(items) < first.chunksize):
-                items.append(self._carry.popleft())
-            return items
+        """Move the next batch's worth of calls out of the queue and mark them running.
+
+        Calls split off an oversized batch (``_carry``, already running) go first.
+        """
+        if self._bytes_per_call is None:
+            first = self._carry[0] if self._carry else self._peek_pending()
+            if first is None:
+                return []
+            try:  # one call's size bounds the first batch in bytes before it is pickled
+                self._bytes_per_call = float(len(
+                    payload.pickle_call(first.item_id, first.args, first.kwargs)))
+            except SerializationError:
+                pass  # reported with its batch
         with self._intake.lock:
             pending = self._intake.pending
             while pending and pending[0].future.cancelled():
                 pending.popleft()
-            if not pending:
+            source = self._carry or pending
+            if not source:
                 return []
-            chunksize = pending[0].chunksize
-            size = next_batch_size(len(pending), workers, self._policy, chunksize=chunksize,
+            chunksize = source[0].chunksize
+            size = next_batch_size(len(source), workers, self._policy, chunksize=chunksize,
                                    seconds_per_call=self._seconds_per_call)
             if self._bytes_per_call and chunksize is None:
-                size = max(1, min(size, int(self._policy.max_batch_bytes / self._bytes_per_call)))
+                fit = int(self._policy.max_batch_bytes / self._bytes_per_call)
+                size = max(1, min(size, fit))
             items = []
-            while pending and len(items) < size and pending[0].chunksize == chunksize:
-                item = pending.popleft()
-                if item.future.set_running_or_notify_cancel():
+            while source and len(items) < size and source[0].chunksize == chunksize:
+                item = source.popleft()
+                if source is self._carry or item.future.set_running_or_notify_cancel():
                     items.append(item)
         return items
+
+    def _peek_pending(self) -> WorkItem | None:
+        with self._intake.lock:
+            return self._intake.pending[0] if self._intake.pending else None
 
     def _form_batch(self, workers: int) -> _Batch | None:
         if self._retry:

@@ -28,7 +28,7 @@ class BatchPolicy:
 
     min_batch_seconds: float = 0.05
     max_batch_items: int = 100_000
-    max_batch_bytes: int = 64 * 1024 * 1024
+    max_batch_bytes: int = 16 * 1024 * 1024
     balance: int = 2
 
 
