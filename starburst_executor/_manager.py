@@ -37,7 +37,14 @@ from . import _keys, payload
 from ._future import StarburstFuture
 from ._progress import ProgressBar
 from .config import Config
-from .errors import ExecutorBroken, LaunchError, SerializationError, StarburstError, WorkerLost
+from .errors import (
+    CostLimitExceeded,
+    ExecutorBroken,
+    LaunchError,
+    SerializationError,
+    StarburstError,
+    WorkerLost,
+)
 from .launch.base import LaunchFailure, Launcher, TaskHandle, TaskPhase, TaskState, WorkerSpec
 from .planner import BatchPolicy, next_batch_size, split_by_bytes
 from .storage import ObjectStore
@@ -116,7 +123,9 @@ class Usage:
         batches: batches uploaded.
         retries: batch attempts beyond the first.
         tasks_launched: workers started.
-        task_seconds: seconds workers ran, summed (for workers that stopped).
+        task_seconds: seconds workers ran (or have run so far), summed, from launch to stop.
+        cost: USD billed for those seconds (one-minute minimum per task), or ``None`` where
+            nothing is billed (local and docker backends).
     """
 
     requests: dict[str, int]
@@ -127,6 +136,7 @@ class Usage:
     retries: int
     tasks_launched: int
     task_seconds: float
+    cost: float | None = None
 
 
 class Manager(threading.Thread):
@@ -146,6 +156,7 @@ class Manager(threading.Thread):
         delete_session: bool = False,
         store_name: str = "store",
         launcher_name: str = "launcher",
+        price: Callable[[float], float] | None = None,
     ) -> None:
         super().__init__(name=f"starburst-manager-{session_id}", daemon=True)
         # A weak reference, so an executor dropped without shutdown() is noticed (and so this
@@ -180,7 +191,9 @@ class Manager(threading.Thread):
         self._last_heartbeat = 0.0
         self._session_written = False
         self._created = time.time()
-        self._task_seconds = 0.0
+        # worker id -> [launched at, stopped at or 0.0] (wall clock): what the tasks are billed.
+        self._spans: dict[str, list[float]] = {}
+        self._price = price
         self._batches = 0
         self._retries = 0
         self._usage_lock = threading.Lock()
@@ -208,6 +221,7 @@ class Manager(threading.Thread):
             progress = self._collect()
             progress |= self._watch()
             progress |= self._dispatch()
+            self._guard_cost()
             self._heartbeat()
             if self._finished():
                 return
@@ -348,6 +362,8 @@ class Manager(threading.Thread):
         for worker in list(self._workers.values()):
             if worker.idle_since is not None and now - worker.idle_since > limit:
                 del self._workers[worker.worker_id]
+                self._end_span(worker.worker_id, time.time() - (now - worker.idle_since)
+                               + self._config.idle_timeout)
 
     def _stop_worker(self, worker: _Worker, reason: str) -> None:
         worker.stop_reason = reason
@@ -356,10 +372,7 @@ class Manager(threading.Thread):
 
     def _worker_gone(self, worker: _Worker, state: TaskState) -> None:
         self._workers.pop(worker.worker_id, None)
-        if state.started_at is not None:
-            end = state.stopped_at or time.time()
-            with self._usage_lock:
-                self._task_seconds += max(0.0, end - state.started_at)
+        self._end_span(worker.worker_id, state.stopped_at)
         if not worker.batches:
             return
         running, *queued = worker.batches
@@ -465,6 +478,7 @@ class Manager(threading.Thread):
         with self._intake.lock:
             waiting = len(self._intake.pending)
         wanted = min(self._capacity - len(live), waiting + len(self._carry) + len(self._retry))
+        wanted = self._affordable(wanted, bool(live))
         if wanted <= 0:
             return False
         self._write_session()
@@ -481,6 +495,8 @@ class Manager(threading.Thread):
                 worker.handle = result
                 self._workers[worker.worker_id] = worker
                 self._launch_backoff = 0.0
+                with self._usage_lock:
+                    self._spans[worker.worker_id] = [time.time(), 0.0]
             else:
                 self._launch_failed(result)
         for worker in new:
@@ -490,6 +506,42 @@ class Manager(threading.Thread):
                     break
                 self._assign(worker, batch)
         return True
+
+    def _affordable(self, wanted: int, others_running: bool) -> int:
+        """How many of ``wanted`` new workers fit under ``max_cost`` (each bills a minute)."""
+        limit = self._config.max_cost
+        if limit is None or self._price is None or wanted <= 0:
+            return wanted
+        _, spent = self._billed()
+        minimum = self._price(0.0)
+        fit = max(0, min(wanted, int((limit - (spent or 0.0)) / minimum) if minimum else wanted))
+        if fit == 0 and not others_running:
+            self._drain(CostLimitExceeded(
+                f"starting a worker would exceed max_cost=${limit:.2f}: ${spent or 0.0:.2f} "
+                f"spent so far, and a worker bills at least ${minimum:.4f} (one minute). "
+                "Raise max_cost to run the rest."), cancel_pending=False)
+        return fit
+
+    def _guard_cost(self) -> None:
+        if self._price is None:
+            return
+        _, spent = self._billed()
+        if self._intake.progress is not None and spent is not None:
+            self._intake.progress.set_info(cost=f"${spent:.2f}")
+        limit = self._config.max_cost
+        if limit is None or spent is None or spent <= limit or not self._workers:
+            return
+        # Running workers reached the limit: stop them rather than bill past it.
+        handles = [w.handle for w in self._workers.values() if w.handle is not None]
+        for worker in self._workers.values():
+            worker.stop_reason = f"max_cost=${limit:.2f} reached"
+        self._launcher.stop(handles, f"max_cost=${limit:.2f} reached")
+        for worker_id in list(self._workers):
+            self._end_span(worker_id)
+        self._workers.clear()
+        self._drain(CostLimitExceeded(
+            f"the work was stopped at max_cost=${limit:.2f} (${spent:.2f} billed). Raise "
+            "max_cost to run the rest."), cancel_pending=False)
 
     def _launch_failed(self, failure: LaunchFailure) -> None:
         if not failure.retryable:
@@ -719,6 +771,8 @@ class Manager(threading.Thread):
     def _close(self) -> None:
         try:
             self._launcher.close()
+            for worker_id in list(self._spans):
+                self._end_span(worker_id)
         finally:
             try:
                 if self._delete_session:
@@ -734,8 +788,7 @@ class Manager(threading.Thread):
         requests = {f"{self._store_name}.{op}": n for op, n in self._store.stats.requests.items()}
         requests.update(
             {f"{self._launcher_name}.{op}": n for op, n in self._launcher.stats.requests.items()})
-        with self._usage_lock:
-            task_seconds = self._task_seconds
+        task_seconds, cost = self._billed()
         return Usage(
             requests=requests,
             bytes_uploaded=self._store.stats.bytes_out,
@@ -745,4 +798,20 @@ class Manager(threading.Thread):
             retries=self._retries,
             tasks_launched=self._launcher.stats.tasks_started,
             task_seconds=task_seconds,
+            cost=cost,
         )
+
+    def _billed(self) -> tuple[float, float | None]:
+        now = time.time()
+        with self._usage_lock:
+            durations = [(end or now) - start for start, end in self._spans.values()]
+        seconds = sum(durations)
+        if self._price is None:
+            return seconds, None
+        return seconds, sum(self._price(d) for d in durations)
+
+    def _end_span(self, worker_id: str, at: float | None = None) -> None:
+        with self._usage_lock:
+            span = self._spans.get(worker_id)
+            if span is not None and not span[1]:
+                span[1] = at or time.time()

@@ -102,6 +102,7 @@ class FargateExecutor(Executor):
         self._intake = Intake(ProgressBar() if config.progress else None)
         self._manager: Manager | None = None
         self._start_lock = threading.Lock()
+        self._announced = False
         self._policy = BatchPolicy(
             min_batch_seconds=0.05 if config.backend == "local" else 5.0)
         _live.add(self)
@@ -149,6 +150,9 @@ class FargateExecutor(Executor):
         """
         if chunksize is not None and chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
+        if self._config.progress and not self._announced:
+            self._announced = True
+            _announce_cost(self._config, self._max_workers)
         end_time = None if timeout is None else timeout + time.monotonic()
         futures = self._submit_many(fn, [(args, {}) for args in zip(*iterables)], chunksize)
 
@@ -255,6 +259,7 @@ class FargateExecutor(Executor):
                 delete_session=backend.delete_session,
                 store_name=backend.store_name,
                 launcher_name=backend.launcher_name,
+                price=_price_function(self._config),
             )
             manager.start()
             self._manager = manager
@@ -275,6 +280,40 @@ class FargateExecutor(Executor):
     def __repr__(self) -> str:
         return (f"<FargateExecutor backend={self._config.backend} max_workers="
                 f"{self._max_workers} session={self._session_id}>")
+
+
+def _price_function(config: Config) -> Callable[[float], float] | None:
+    """USD billed for one worker that ran some seconds, or ``None`` where nothing is billed."""
+    if config.backend != "fargate":
+        return None
+    from . import cost
+
+    def price(seconds: float) -> float:
+        return cost.task_cost(
+            config.cpu, config.memory, seconds, spot=config.spot,
+            architecture=config.architecture, region=config.region,
+            ephemeral_storage_gib=config.ephemeral_storage,
+        ).total
+
+    return price
+
+
+def _announce_cost(config: Config, workers: int) -> None:
+    """Print what the workers cost per hour, before work starts (``progress=True``)."""
+    price = _price_function(config)
+    if price is None:
+        return
+    import sys
+
+    hourly = price(3600.0) * workers
+    limit = f"; max_cost ${config.max_cost:.2f}" if config.max_cost is not None else ""
+    print(
+        f"starburst: up to {workers} workers x {config.cpu:g} vCPU x {config.memory} MiB "
+        f"({'Spot' if config.spot else 'on-demand'}, {config.architecture}, "
+        f"{config.region or 'default region'}): about ${hourly:.2f} per hour of all workers, "
+        f"at least ${price(0.0) * workers:.4f} (one minute each){limit}",
+        file=sys.stderr,
+    )
 
 
 def _result_or_cancel(future: Future[T], timeout: float | None = None) -> T:
