@@ -75,7 +75,7 @@ class Clients:
                 read_timeout=60,
                 user_agent_extra="starburst-executor",
             )
-            self._clients[service] = self.session.client(
+            self._clients[service] = self.session.client(  # type: ignore[call-overload]
                 service, region_name=self.require_region(), config=config
             )
         return self._clients[service]
