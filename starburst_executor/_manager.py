@@ -606,7 +606,7 @@ class Manager(threading.Thread):
             if self._bytes_per_call and chunksize is None:
                 fit = int(self._policy.max_batch_bytes / self._bytes_per_call)
                 size = max(1, min(size, fit))
-            items = []
+            items: list[WorkItem] = []
             while source and len(items) < size and source[0].chunksize == chunksize:
                 item = source.popleft()
                 if source is self._carry or item.future.set_running_or_notify_cancel():
@@ -624,9 +624,9 @@ class Manager(threading.Thread):
             items = self._take_items(workers)
             if not items:
                 return None
-            items = self._pickle_and_upload(items)
-            if items is not None:
-                return items
+            batch = self._pickle_and_upload(items)
+            if batch is not None:
+                return batch
 
     def _pickle_and_upload(self, items: list[WorkItem]) -> _Batch | None:
         payload.register_local_modules()

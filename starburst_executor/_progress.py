@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 __all__ = ["ProgressBar"]
 
@@ -13,7 +14,7 @@ class ProgressBar:
     def __init__(self, description: str = "starburst") -> None:
         self._description = description
         self._lock = threading.Lock()
-        self._bar = None  # type: ignore[var-annotated]
+        self._bar: Any = None
         self._postfix: dict[str, str] = {}
 
     def add(self, n: int) -> None:

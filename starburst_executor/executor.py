@@ -24,7 +24,7 @@ import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from ._backends import build_backend
 from ._future import CallMetadata, StarburstFuture
@@ -191,7 +191,7 @@ class FargateExecutor(Executor):
         elif wait:
             manager.join()
 
-    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> bool:
+    def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> Literal[False]:
         if exc_type is None:
             self.shutdown(wait=True)
         else:
@@ -318,12 +318,10 @@ def _announce_cost(config: Config, workers: int) -> None:
 
 def _result_or_cancel(future: Future[T], timeout: float | None = None) -> T:
     try:
-        try:
-            return future.result(timeout)
-        finally:
-            future.cancel()
+        return future.result(timeout)
     finally:
-        del future  # break a reference cycle with the exception's traceback
+        # A no-op once done; on a timeout or Ctrl-C it withdraws the call if still pending.
+        future.cancel()
 
 
 def starburst_map(

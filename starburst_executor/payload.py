@@ -168,7 +168,7 @@ def _pickle_any(obj: Any) -> bytes:
     try:
         return pickle.dumps(obj, PROTOCOL)
     except Exception:
-        return cloudpickle.dumps(obj, PROTOCOL)  # type: ignore[no-any-return]
+        return cloudpickle.dumps(obj, PROTOCOL)
 
 
 def encode_value(item_id: int, value: Any, started: float, finished: float) -> ResultRecord:
@@ -292,7 +292,7 @@ def register_local_modules() -> None:
 def pickle_function(fn: Any) -> bytes:
     """cloudpickle ``fn``; a failure names the function and the reason."""
     try:
-        return cloudpickle.dumps(fn, PROTOCOL)  # type: ignore[no-any-return]
+        return cloudpickle.dumps(fn, PROTOCOL)
     except Exception as exc:
         raise SerializationError(
             f"the function {getattr(fn, '__qualname__', fn)!r} could not be pickled: "
@@ -306,13 +306,13 @@ Call = tuple[int, int, tuple[Any, ...], dict[str, Any]]  # (item id, function in
 
 def pickle_batch(batch_id: str, digests: list[str], calls: list[Call]) -> bytes:
     """cloudpickle a batch body in one go (objects shared by calls travel once)."""
-    return cloudpickle.dumps((batch_id, digests, calls), PROTOCOL)  # type: ignore[no-any-return]
+    return cloudpickle.dumps((batch_id, digests, calls), PROTOCOL)
 
 
 def pickle_call(item_id: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
     """cloudpickle one call's arguments; a failure names the argument that cannot travel."""
     try:
-        return cloudpickle.dumps((args, kwargs), PROTOCOL)  # type: ignore[no-any-return]
+        return cloudpickle.dumps((args, kwargs), PROTOCOL)
     except Exception as exc:
         culprit = "its arguments"
         named = [(f"args[{i}]", a) for i, a in enumerate(args)]
