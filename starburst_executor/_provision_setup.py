@@ -156,6 +156,10 @@ def setup(
         clients.region = region
     region = clients.require_region()
     account = clients.account_id()
+    if existing.region and existing.region != region:
+        # The config file describes another region: its bucket and subnets are not for this one.
+        existing = Config(prefix=existing.prefix, cluster=existing.cluster,
+                          log_group=existing.log_group)
     prefix = options.prefix if options.prefix is not None else existing.prefix
     names = Names(
         region=region,

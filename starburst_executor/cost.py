@@ -224,7 +224,8 @@ def billed_seconds(seconds: float) -> float:
     """Seconds Fargate bills for a task that ran ``seconds``: rounded up, at least one minute."""
     if seconds < 0 or not math.isfinite(seconds):
         raise ValueError(f"seconds must be a finite number >= 0, got {seconds!r}")
-    return float(max(MINIMUM_SECONDS, math.ceil(seconds)))
+    # Timestamps converted through floats carry noise; it must not add a billed second.
+    return float(max(MINIMUM_SECONDS, math.ceil(round(seconds, 6))))
 
 
 def task_cost(

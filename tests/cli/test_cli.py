@@ -11,7 +11,7 @@ import pytest
 
 from starburst_executor import cli
 from starburst_executor.config import load_config
-from starburst_executor.provision import Clients, cleanup, doctor, status
+from starburst_executor.provision import Clients, cleanup, doctor, logs, status
 
 BUCKET = "starburst-123456789012-us-east-1"
 
@@ -143,7 +143,8 @@ def _setup_for_objects(capsys) -> None:
 
 def _run_task(session_id: str, cluster: str = "starburst") -> str:
     ecs = boto3.client("ecs")
-    arn = ecs.register_task_definition(
+    existing = ecs.list_task_definitions(familyPrefix="starburst-test")["taskDefinitionArns"]
+    arn = existing[0] if existing else ecs.register_task_definition(
         family="starburst-test", requiresCompatibilities=["FARGATE"], networkMode="awsvpc",
         cpu="1024", memory="2048",
         containerDefinitions=[{"name": "worker", "image": "x", "memory": 2048}],
@@ -176,6 +177,10 @@ def test_cleanup_stops_orphans_and_leaves_live_sessions(aws, capsys):
     _session("live", now - 3600, now - 30)
     _session("dead", now - 10 * 86400, now - 9 * 86400)
     _session("quiet", now - 3600, None)  # no heartbeat: its creation time counts
+    ecs = boto3.client("ecs")
+    stale = ecs.register_task_definition(
+        family="starburst-old", containerDefinitions=[{"name": "w", "image": "x", "memory": 512}],
+        tags=[{"key": "starburst:managed", "value": "true"}])["taskDefinition"]["taskDefinitionArn"]
     live_task = _run_task("live")
     dead_task = _run_task("dead")
     quiet_task = _run_task("quiet")
@@ -194,14 +199,18 @@ def test_cleanup_stops_orphans_and_leaves_live_sessions(aws, capsys):
 
     dry = cleanup(config, clients=clients, now=now, dry_run=True, log=lambda _: None)
     assert sorted(dry.stopped_tasks) == sorted([dead_task, quiet_task])
-    ecs = boto3.client("ecs")
     arns = ecs.list_tasks(cluster="starburst", desiredStatus="RUNNING")["taskArns"]
     assert len(arns) == 3
+    assert dry.deregistered == (stale,)
 
     done = cleanup(config, clients=clients, now=now, log=lambda _: None)
     assert sorted(done.stopped_tasks) == sorted([dead_task, quiet_task])
     assert done.kept_tasks == (live_task,)
     assert done.deleted_sessions == ("dead",) and done.deleted_objects == 2
+    # The definition the live task uses stays; the unused one goes.
+    assert done.deregistered == (stale,)
+    assert ecs.describe_task_definition(taskDefinition=stale)["taskDefinition"]["status"] == (
+        "INACTIVE")
     tasks = ecs.describe_tasks(cluster="starburst", tasks=arns)["tasks"]
     desired = {str(t["taskArn"]).rsplit("/", 1)[-1]: t["desiredStatus"] for t in tasks}
     assert desired[live_task] == "RUNNING"
@@ -227,6 +236,17 @@ def test_status_json_and_logs(aws, capsys):
         {"timestamp": int(now * 1000), "message": "hello from the worker"}])
     code, out, _ = run(capsys, "logs", "s1")
     assert code == 0 and "hello from the worker" in out and task[:12] in out
+
+    # --follow polls for new lines while the session's tasks run.
+    lines: list[str] = []
+
+    def more(_: float) -> None:
+        cwl.put_log_events(logGroupName="/starburst/workers", logStreamName=stream, logEvents=[
+            {"timestamp": int(now * 1000) + 1000, "message": "second line"}])
+
+    written = logs(load_config(), "s1", clients=Clients("us-east-1"), follow=True,
+                   write=lines.append, sleep=more, max_polls=2)
+    assert written == 2 and lines[1].endswith("second line")
 
 
 def test_build_records_the_image(aws, capsys, mocker):

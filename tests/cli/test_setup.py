@@ -62,6 +62,22 @@ def test_setup_resources_are_private_tagged_and_least_privilege(recorded):
         Filters=[{"Name": "group-name", "Values": ["starburst-workers"]}])["SecurityGroups"][0]
     assert group["IpPermissions"] == []
 
+    managed = {"Key": "starburst:managed", "Value": "true"}
+    assert managed in group["Tags"]
+    assert {"key": "starburst:managed", "value": "true"} in cluster["tags"]
+    for role in ("starburstECSExecutionRole", "starburstECSTaskRole"):
+        assert managed in iam.list_role_tags(RoleName=role)["Tags"]
+    ecr = boto3.client("ecr")
+    repo = ecr.describe_repositories(repositoryNames=["starburst-worker"])["repositories"][0]
+    assert repo["imageScanningConfiguration"]["scanOnPush"]
+    assert {"Key": "starburst:managed", "Value": "true"} in ecr.list_tags_for_resource(
+        resourceArn=repo["repositoryArn"])["tags"]
+    logs = boto3.client("logs")
+    assert logs.list_tags_log_group(logGroupName="/starburst/workers")["tags"] == {
+        "starburst:managed": "true"}
+    assert logs.describe_log_groups(logGroupNamePrefix="/starburst/workers")["logGroups"][0][
+        "retentionInDays"] == 30
+
 
 def test_dry_run_makes_no_mutating_call_and_shows_the_policies(recorded, tmp_path):
     clients, recorder = recorded
