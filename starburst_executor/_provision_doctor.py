@@ -318,7 +318,7 @@ class _Doctor:
                 inbound = [g["GroupId"] for g in groups if g.get("IpPermissions")]
                 checks.append(Check(
                     "security group", WARN if inbound else OK,
-                    f"{', '.join(g['GroupId'] for g in groups)} allow outbound traffic"
+                    f"{', '.join(g['GroupId'] for g in groups)}: outbound traffic allowed"
                     + (f"; {', '.join(inbound)} also allow inbound" if inbound else
                        ", no inbound"),
                     "workers need no inbound rules; remove them" if inbound else ""))
@@ -334,17 +334,23 @@ class _Doctor:
                                  if str(e.get("State", "available")).lower() == "available")
             tables.extend(ec2.describe_route_tables(
                 Filters=[{"Name": "vpc-id", "Values": [vpc]}])["RouteTables"])
+        # Subnets sharing a route table share a verdict: one line for each verdict.
+        verdicts: dict[tuple[str, str, str], list[str]] = {}
         for subnet in found:
-            checks.append(self._subnet_egress(subnet, tables, endpoints))
+            check = self._subnet_egress(subnet, tables, endpoints)
+            verdicts.setdefault((check.status, check.detail, check.fix), []).append(
+                subnet["SubnetId"])
+        for (state, detail, fix), ids in verdicts.items():
+            label = ("subnet " if len(ids) == 1 else "subnets ") + ", ".join(sorted(ids))
+            checks.append(Check(label, state, detail, fix))
         return checks
 
     def _subnet_egress(self, subnet: Mapping[str, Any], tables: Sequence[Mapping[str, Any]],
                        endpoints: set[str]) -> Check:
-        sid = subnet["SubnetId"]
-        table = _route_table(sid, subnet["VpcId"], tables)
+        table = _route_table(subnet["SubnetId"], subnet["VpcId"], tables)
         routes = [r for r in (table or {}).get("Routes", [])
                   if r.get("DestinationCidrBlock") == "0.0.0.0/0" and r.get("State") != "blackhole"]
-        label = f"subnet {sid}"
+        label = "subnet"
         if any(str(r.get("GatewayId", "")).startswith("igw-") for r in routes):
             if self.config.assign_public_ip:
                 return Check(label, OK, "internet gateway route; tasks get a public IP")

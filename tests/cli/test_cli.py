@@ -101,8 +101,9 @@ def test_doctor_checks_network_quota_and_image(aws, capsys):
     assert checks["credentials"].status == "ok"
     assert checks["cluster"].status == "ok" and checks["bucket"].status == "ok"
     # moto's default VPC has no route to the internet: the subnets fail, with the fix.
-    subnet = [c for c in report.checks if c.name.startswith("subnet ")]
-    assert subnet and all(c.status == "fail" and "NAT" in c.fix for c in subnet)
+    subnet = [c for c in report.checks if c.name.startswith("subnet")]
+    assert len(subnet) == 1 and subnet[0].status == "fail" and "NAT" in subnet[0].fix
+    assert all(s in subnet[0].name for s in config.subnets)
     quota = checks["Fargate vCPU quota"]
     assert quota.status == "warn" and "200 vCPUs > quota 64: runs in waves of 16" in quota.detail
     assert "request-service-quota-increase" in quota.fix and "L-3032A538" in quota.fix
@@ -119,7 +120,8 @@ def test_doctor_checks_network_quota_and_image(aws, capsys):
     report = doctor(config, clients=clients, workers=4, check_docker=False,
                     quota_reader=lambda region, spot: 64.0)
     checks = {c.name: c for c in report.checks}
-    assert all(c.status == "ok" for c in report.checks if c.name.startswith("subnet "))
+    subnet = [c for c in report.checks if c.name.startswith("subnet")]
+    assert [c.status for c in subnet] == ["ok"] and "internet gateway" in subnet[0].detail
     assert checks["Fargate vCPU quota"].status == "ok"
 
 
