@@ -63,6 +63,14 @@ if "$DOCKER" version --format '{{.Server.Version}}' >/dev/null 2>&1; then
 else
     say "starting dockerd (log: $LOGS/dockerd.log)"
     DOCKERD=$(PATH="$PATH:/usr/sbin:/sbin" command -v dockerd) || die "no dockerd binary (package docker.io)"
+    # A daemon killed with its session leaves pid files behind, and dockerd refuses to start
+    # over them; remove them unless their process still runs.
+    for pidfile in /var/run/docker.pid /var/run/docker/containerd/containerd.pid; do
+        if [ -f "$pidfile" ] && ! kill -0 "$(cat "$pidfile" 2>/dev/null)" 2>/dev/null; then
+            say "removing stale $pidfile"
+            rm -f "$pidfile"
+        fi
+    done
     setsid nohup "$DOCKERD" --iptables=false --bridge=none \
         >"$LOGS/dockerd.log" 2>&1 </dev/null &
     pid=$!
@@ -73,7 +81,7 @@ else
     done
     "$DOCKER" version --format '{{.Server.Version}}' >/dev/null 2>&1 || {
         tail -20 "$LOGS/dockerd.log" >&2
-        die "dockerd did not answer within 60 s (full log: $LOGS/dockerd.log)"
+        die "dockerd did not come up (exited, or no answer within 60 s; full log: $LOGS/dockerd.log)"
     }
     say "dockerd is up ($("$DOCKER" version --format '{{.Server.Version}}'))"
 fi
