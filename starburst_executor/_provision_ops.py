@@ -503,9 +503,21 @@ def teardown(
         log(f"  {line}")
 
     ecs = clients("ecs")
+    stopping: list[str] = []
     for task in _list_tasks(clients, config.cluster, ["RUNNING"]):
         ecs.stop_task(cluster=config.cluster, task=task["taskArn"], reason="starburst teardown")
-        say(f"stopped task {str(task['taskArn']).rsplit('/', 1)[-1]}")
+        stopping.append(str(task["taskArn"]))
+        say(f"stopping task {str(task['taskArn']).rsplit('/', 1)[-1]}")
+    if stopping:
+        # The cluster and the security group cannot go while tasks still hold them.
+        log("  waiting for the tasks to stop...")
+        waiter = ecs.get_waiter("tasks_stopped")
+        for first in range(0, len(stopping), _DESCRIBE_MAX):
+            try:
+                waiter.wait(cluster=config.cluster, tasks=stopping[first:first + _DESCRIBE_MAX],
+                            WaiterConfig={"Delay": 6, "MaxAttempts": 50})
+            except Exception as exc:
+                say(f"tasks did not all stop in time ({exc}); run teardown again later")
     for arn, _ in _managed_task_definitions(clients):
         ecs.deregister_task_definition(taskDefinition=arn)
         say(f"deregistered task definition {arn.rsplit('/', 1)[-1]}")
@@ -540,7 +552,14 @@ def teardown(
             say(f"security group {group_id}: not found")
             continue
         if is_managed(sg.get("Tags")) and sg.get("GroupName") == security_group:
-            ec2.delete_security_group(GroupId=group_id)
+            try:
+                ec2.delete_security_group(GroupId=group_id)
+            except Exception as exc:
+                if error_code(exc) != "DependencyViolation":
+                    raise
+                say(f"kept security group {group_id} for now: network interfaces of stopped "
+                    "tasks still use it; run `starburst teardown` again in a few minutes")
+                continue
             say(f"deleted security group {group_id}")
         else:
             say(f"kept security group {group_id} (not created by starburst setup)")

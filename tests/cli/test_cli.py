@@ -261,7 +261,9 @@ def test_build_records_the_image(aws, capsys, mocker):
 
 
 def test_teardown_needs_confirmation_then_removes_what_setup_created(aws, capsys, monkeypatch):
-    assert run(capsys, "setup", "--region", "us-east-1")[0] == 0
+    _setup_for_objects(capsys)
+    _session("old", time.time() - 60, None)
+    task = _run_task("old")
     monkeypatch.setattr("sys.stdin.isatty", lambda: False, raising=False)
     code, _, err = run(capsys, "teardown")
     assert code == 2 and "--yes" in err
@@ -270,5 +272,6 @@ def test_teardown_needs_confirmation_then_removes_what_setup_created(aws, capsys
     assert code == 0, out
     assert boto3.client("iam").list_roles()["Roles"] == []
     assert "deleted bucket" in out and "deleted cluster starburst" in out
+    assert f"stopping task {task}" in out and "deregistered task definition starburst-test:1" in out
     names = [b["Name"] for b in boto3.client("s3").list_buckets()["Buckets"]]
     assert BUCKET not in names
