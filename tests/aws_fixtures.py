@@ -7,15 +7,19 @@ Import the fixtures a module uses explicitly::
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
 
-from starburst_executor.testing import MotoServer
+from starburst_executor.config import Config, load_config
+from starburst_executor.testing import FargateEmulator, MotoServer
+from starburst_executor.testing.fargate import Container, ContainerSpec, SubprocessRunner
 
 REGION = "us-east-1"
 
@@ -23,6 +27,7 @@ REGION = "us-east-1"
 @pytest.fixture(scope="session")
 def moto_server() -> Iterator[MotoServer]:
     server = MotoServer().start()
+    server.freeze_task_transitions()
     try:
         yield server
     finally:
@@ -82,3 +87,41 @@ def bucket(aws: MotoServer) -> str:
 @pytest.fixture
 def cluster(aws: MotoServer) -> str:
     return make_cluster(aws)
+
+
+@pytest.fixture
+def fargate(moto_server: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[FargateEmulator]:
+    """An emulated Fargate data plane; boto3 in this process goes through its proxy."""
+    emulator = FargateEmulator(moto_server, stop_grace=1.0).start()
+    for name, value in emulator.env().items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    for name in ("AWS_PROFILE", "STARBURST_FARGATE_VCPU_QUOTA"):
+        monkeypatch.delenv(name, raising=False)
+    try:
+        yield emulator
+    finally:
+        emulator.stop()
+
+
+def sleeper(seconds: float = 30.0) -> Callable[[ContainerSpec], Container]:
+    """A container runner whose containers print a line and sleep, instead of running a worker
+    (for tests of the launcher that need tasks, not work done)."""
+    runner = SubprocessRunner()
+
+    def run(spec: ContainerSpec) -> Container:
+        code = f"import time; print('container up', flush=True); time.sleep({seconds})"
+        return runner(dataclasses.replace(spec, command=("python", "-c", code)))
+
+    return run
+
+
+def fargate_config(cluster: str, bucket: str, **changes: Any) -> Config:
+    """A configuration for the fargate backend on the moto server."""
+    values: dict[str, Any] = dict(
+        backend="fargate", region=REGION, cluster=cluster, bucket=bucket,
+        image="123456789012.dkr.ecr.us-east-1.amazonaws.com/starburst-worker:test",
+        cpu=0.25, memory=512)
+    values.update(changes)
+    return load_config(values, env={}, path=Path(os.devnull + ".none"))

@@ -1,0 +1,544 @@
+"""Workers as ECS Fargate tasks: the ``fargate`` backend's launcher.
+
+::
+
+    launch(specs) --> task definition (one per content hash; looked up, else registered)
+                  --> networking (configured, else the default VPC's subnets and security group)
+                  --> RunTask (<= 10 tasks a call, < 20 calls/s; overrides carry the env keys)
+    poll(handles) --> DescribeTasks (<= 100 tasks a call; STOPPED tasks are not asked again)
+    stop/close    --> StopTask for every task started here and not known to be stopped
+    log_tail      --> CloudWatch Logs GetLogEvents on the task's awslogs stream
+
+Nothing here talks to AWS before the first ``launch`` or ``capacity``: :meth:`from_config`
+only validates.  Every botocore error goes through :func:`starburst_executor._aws.translate`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import hashlib
+import json
+import logging
+import threading
+import time
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import botocore.exceptions
+
+from .. import _aws, _fargate_sizes, _tags, quotas
+from ..config import Config
+from ..errors import ConfigError, LaunchError, StarburstError
+from .base import LaunchFailure, LauncherStats, TaskHandle, TaskPhase, TaskState, WorkerSpec
+
+__all__ = ["FargateLauncher", "CONTAINER_NAME", "WORKER_COMMAND", "LOG_STREAM_PREFIX"]
+
+log = logging.getLogger(__name__)
+
+CONTAINER_NAME = "worker"
+WORKER_COMMAND = ("python", "-m", "starburst_executor.worker")
+LOG_STREAM_PREFIX = "starburst"
+"""awslogs stream prefix: a task's stream is ``starburst/worker/<task id>``."""
+
+RUN_TASK_MAX = 10  # tasks per RunTask call (ECS limit)
+DESCRIBE_TASKS_MAX = 100  # tasks per DescribeTasks call (ECS limit)
+CALLS_PER_SECOND = 15.0  # RunTask/StopTask pace, under ECS's 20 calls/s
+OVERRIDES_MAX_BYTES = 8192  # ECS limit on a RunTask's overrides
+
+_SERVICE_NAMES = {"cloudwatch-logs": "logs"}  # botocore event names use service ids
+_PENDING = frozenset({"PROVISIONING", "PENDING", "ACTIVATING"})
+_STOPPED = frozenset({"STOPPED", "DELETED"})
+# RunTask failure reasons worth another try later: capacity, quotas, throttling, networking.
+_RETRYABLE_HINTS = ("resource", "capacity", "limit", "throttl", "rate exceeded", "try again",
+                    "timeout", "eni", "agent")
+
+
+class _Pace:
+    """At most ``rate`` calls per second, spread evenly (a token bucket of one)."""
+
+    def __init__(self, rate: float):
+        self._interval = 1.0 / rate
+        self._next = 0.0
+        self._lock = threading.Lock()
+
+    def wait(self) -> None:
+        with self._lock:
+            now = time.monotonic()
+            delay = self._next - now
+            self._next = max(now, self._next) + self._interval
+        if delay > 0:
+            time.sleep(delay)
+
+
+@dataclasses.dataclass
+class _Task:
+    handle: TaskHandle
+    state: TaskState
+    stop_requested: bool = False
+
+
+def _timestamp(value: Any) -> float | None:
+    if isinstance(value, datetime.datetime):
+        return value.timestamp()
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+def _retryable(reason: str) -> bool:
+    lowered = reason.lower()
+    return any(hint in lowered for hint in _RETRYABLE_HINTS)
+
+
+class FargateLauncher:
+    """Starts each worker as one ECS Fargate task in ``config.cluster``.
+
+    Args:
+        config: the executor's settings (size, image, cluster, networking, roles, logs).
+        session_id: tags every task (``starburst:session``) so ``starburst cleanup`` finds it.
+        store_url: the session's store; not used here (the manager puts it in each spec's env).
+        vcpu_quota_fallback: the Fargate vCPU quota to assume when Service Quotas cannot be
+            read (default: ``STARBURST_FARGATE_VCPU_QUOTA``, else no cap).
+    """
+
+    poll_interval = (1.0, 5.0)
+
+    def __init__(
+        self,
+        config: Config,
+        session_id: str,
+        store_url: str = "",
+        *,
+        vcpu_quota_fallback: float | None = None,
+    ):
+        self.config = config
+        self.session_id = session_id
+        self.store_url = store_url
+        self.cpu_units, self.memory = _fargate_sizes.validate_size(config.cpu, config.memory)
+        _fargate_sizes.validate_ephemeral_storage(config.ephemeral_storage)
+        if config.region:
+            _fargate_sizes.validate_region(config.region)
+        if not config.image:
+            raise ConfigError(
+                "no worker image is configured for the fargate backend: run `starburst build` "
+                "(it builds and pushes the image and records it in the config file), or pass "
+                "image=... / set STARBURST_IMAGE"
+            )
+        self.image: str = config.image
+        self.stats = LauncherStats()
+        self._quota_fallback = vcpu_quota_fallback
+        self._lock = threading.RLock()
+        self._clients: dict[str, Any] = {}
+        self._region: str | None = config.region
+        self._task_definition: str | None = None
+        self._network: dict[str, Any] | None = None
+        self._tasks: dict[str, _Task] = {}  # by task ARN, in launch order
+        self._pace = _Pace(CALLS_PER_SECOND)
+        self._capacity: int | None = None
+        self._closed = False
+
+    @classmethod
+    def from_config(
+        cls, config: Config, session_id: str, store_url: str, **kwargs: Any
+    ) -> FargateLauncher:
+        """Validate ``config`` for Fargate (sizes, region, image) without any network call.
+
+        Raises:
+            ConfigError: an invalid size, region or a missing image, naming the fix.
+        """
+        return cls(config, session_id, store_url, **kwargs)
+
+    # -- clients -------------------------------------------------------------------------
+
+    @property
+    def region(self) -> str:
+        if self._region is None:
+            self._region = _aws.resolve_region(None)
+        return self._region
+
+    def _client(self, service: str) -> Any:
+        with self._lock:
+            client = self._clients.get(service)
+            if client is None:
+                client = _aws.client(service, self.region, retry_mode="adaptive")
+                client.meta.events.register("before-send", self._count_request)
+                self._clients[service] = client
+            return client
+
+    def _count_request(self, event_name: str = "", **_: Any) -> None:
+        # event_name: before-send.<service>.<Operation>
+        parts = event_name.split(".")
+        service, operation = (parts[1], parts[2]) if len(parts) >= 3 else ("", event_name)
+        service = _SERVICE_NAMES.get(service, service)
+        with self._lock:
+            self.stats.count(operation if service == "ecs" else f"{service}:{operation}")
+
+    def _fail(self, exc: BaseException, operation: str, resource: str = "") -> StarburstError:
+        service = "ecs"
+        return _aws.translate(exc, service=service, operation=operation,
+                              resource=resource or f"cluster {self.config.cluster}")
+
+    # -- task definition and networking ---------------------------------------------------
+
+    def _role_arn(self, name: str, identity: dict[str, str]) -> str:
+        if name.startswith("arn:"):
+            return name
+        partition = identity["Arn"].split(":")[1]
+        return f"arn:{partition}:iam::{identity['Account']}:role/{name}"
+
+    def task_definition_spec(self, execution_role_arn: str, task_role_arn: str) -> dict[str, Any]:
+        """The RegisterTaskDefinition arguments (family excepted) for this configuration."""
+        architecture = "ARM64" if self.config.architecture == "arm64" else "X86_64"
+        return {
+            "networkMode": "awsvpc",
+            "requiresCompatibilities": ["FARGATE"],
+            "cpu": str(self.cpu_units),
+            "memory": str(self.memory),
+            "runtimePlatform": {"cpuArchitecture": architecture, "operatingSystemFamily": "LINUX"},
+            "ephemeralStorage": {"sizeInGiB": self.config.ephemeral_storage},
+            "executionRoleArn": execution_role_arn,
+            "taskRoleArn": task_role_arn,
+            "containerDefinitions": [
+                {
+                    "name": CONTAINER_NAME,
+                    "image": self.image,
+                    "essential": True,
+                    "command": list(WORKER_COMMAND),
+                    "memory": self.memory,
+                    "logConfiguration": {
+                        "logDriver": "awslogs",
+                        "options": {
+                            "awslogs-group": self.config.log_group,
+                            "awslogs-region": self.region,
+                            "awslogs-stream-prefix": LOG_STREAM_PREFIX,
+                        },
+                    },
+                }
+            ],
+        }
+
+    @staticmethod
+    def family_for(spec: dict[str, Any]) -> str:
+        """``starburst-<hash>``: one family per content hash of the task definition."""
+        digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+        return f"starburst-{digest[:20]}"
+
+    def _ensure_task_definition(self) -> str:
+        if self._task_definition is not None:
+            return self._task_definition
+        roles = (self.config.execution_role, self.config.task_role)
+        identity: dict[str, str] = {}
+        if not all(r.startswith("arn:") for r in roles):
+            try:
+                identity = self._client("sts").get_caller_identity()
+            except Exception as exc:
+                raise _aws.translate(exc, service="sts", operation="GetCallerIdentity") from None
+        spec = self.task_definition_spec(*(self._role_arn(r, identity) for r in roles))
+        family = self.family_for(spec)
+        ecs = self._client("ecs")
+        try:
+            found = ecs.describe_task_definition(taskDefinition=family)["taskDefinition"]
+            if found.get("status") == "ACTIVE":
+                self._task_definition = str(found["taskDefinitionArn"])
+                return self._task_definition
+        except Exception as exc:
+            if _aws.error_code(exc) not in ("ClientException", "InvalidParameterException"):
+                raise self._fail(exc, "DescribeTaskDefinition", f"task definition {family}") \
+                    from None
+        tags = [{"key": k, "value": v} for k, v in _tags.resource_tags().items()]
+        try:
+            registered = ecs.register_task_definition(family=family, tags=tags, **spec)
+        except Exception as exc:
+            raise self._fail(exc, "RegisterTaskDefinition", f"task definition {family}") from None
+        self._task_definition = str(registered["taskDefinition"]["taskDefinitionArn"])
+        return self._task_definition
+
+    def _ensure_network(self) -> dict[str, Any]:
+        if self._network is not None:
+            return self._network
+        subnets = list(self.config.subnets)
+        groups = list(self.config.security_groups)
+        ec2 = self._client("ec2")
+        try:
+            if not subnets:
+                vpcs = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])
+                if not vpcs.get("Vpcs"):
+                    raise ConfigError(
+                        f"no default VPC in {self.region}: pass subnets=... and "
+                        "security_groups=... (or set STARBURST_SUBNETS / STARBURST_SECURITY_GROUPS),"
+                        " or run `starburst setup`"
+                    )
+                vpc_id = vpcs["Vpcs"][0]["VpcId"]
+                found = ec2.describe_subnets(Filters=[
+                    {"Name": "vpc-id", "Values": [vpc_id]},
+                    {"Name": "default-for-az", "Values": ["true"]},
+                ])
+                subnets = sorted(s["SubnetId"] for s in found.get("Subnets", []))
+                if not subnets:
+                    raise ConfigError(
+                        f"the default VPC {vpc_id} in {self.region} has no default subnets: pass "
+                        "subnets=... and security_groups=..., or run `starburst setup`"
+                    )
+            if not groups:
+                vpc = ec2.describe_subnets(SubnetIds=subnets[:1])["Subnets"][0]["VpcId"]
+                found_groups = ec2.describe_security_groups(Filters=[
+                    {"Name": "vpc-id", "Values": [vpc]},
+                    {"Name": "group-name", "Values": ["default"]},
+                ])
+                groups = [g["GroupId"] for g in found_groups.get("SecurityGroups", [])[:1]]
+                if not groups:
+                    raise ConfigError(
+                        f"no default security group in VPC {vpc}: pass security_groups=..."
+                    )
+        except StarburstError:
+            raise
+        except Exception as exc:
+            raise _aws.translate(exc, service="ec2", operation="DescribeSubnets",
+                                 resource=f"the VPCs of {self.region}") from None
+        self._network = {
+            "awsvpcConfiguration": {
+                "subnets": subnets,
+                "securityGroups": groups,
+                "assignPublicIp": "ENABLED" if self.config.assign_public_ip else "DISABLED",
+            }
+        }
+        return self._network
+
+    # -- the Launcher protocol ------------------------------------------------------------
+
+    def launch(self, specs: Sequence[WorkerSpec]) -> list[TaskHandle | LaunchFailure]:
+        if not specs:
+            return []
+        try:
+            task_definition = self._ensure_task_definition()
+            network = self._ensure_network()
+        except StarburstError as exc:
+            return [LaunchFailure(s.worker_id, str(exc), retryable=_aws.is_throttling(
+                exc.__cause__ or exc)) for s in specs]
+        out: list[TaskHandle | LaunchFailure] = []
+        start = 0
+        while start < len(specs):
+            # Workers with the same environment share one call (count > 1); the usual specs
+            # differ by worker id, so each is its own call.
+            end = start + 1
+            while (end < len(specs) and end - start < RUN_TASK_MAX
+                   and specs[end].env == specs[start].env):
+                end += 1
+            out.extend(self._run(specs[start:end], task_definition, network))
+            start = end
+        return out
+
+    def _run(self, group: Sequence[WorkerSpec], task_definition: str, network: dict[str, Any]
+             ) -> list[TaskHandle | LaunchFailure]:
+        overrides = {
+            "containerOverrides": [{
+                "name": CONTAINER_NAME,
+                "environment": [{"name": k, "value": v} for k, v in sorted(group[0].env.items())],
+            }]
+        }
+        size = len(json.dumps(overrides))
+        if size > OVERRIDES_MAX_BYTES:
+            return [LaunchFailure(s.worker_id, (
+                f"the worker environment is {size} bytes, over ECS's {OVERRIDES_MAX_BYTES}-byte "
+                "limit on RunTask overrides; shorten the store URL or prefix"), retryable=False)
+                for s in group]
+        args: dict[str, Any] = {
+            "cluster": self.config.cluster,
+            "taskDefinition": task_definition,
+            "count": len(group),
+            "networkConfiguration": network,
+            "overrides": overrides,
+            "tags": [{"key": k, "value": v}
+                     for k, v in _tags.resource_tags(self.session_id).items()],
+            "startedBy": f"starburst-{self.session_id}"[:128],
+        }
+        if self.config.spot:
+            args["capacityProviderStrategy"] = [{"capacityProvider": "FARGATE_SPOT", "weight": 1}]
+        else:
+            args["launchType"] = "FARGATE"
+        self._pace.wait()
+        try:
+            response = self._client("ecs").run_task(**args)
+        except Exception as exc:
+            error = self._fail(exc, "RunTask")
+            retryable = _aws.is_throttling(exc) or _retryable(_aws.error_code(exc))
+            if _aws.error_code(exc) == "ClusterNotFoundException":
+                error = LaunchError(
+                    f"ECS cluster {self.config.cluster!r} does not exist in {self.region}: run "
+                    "`starburst setup`, or set cluster=... / STARBURST_CLUSTER"
+                )
+            return [LaunchFailure(s.worker_id, str(error), retryable=retryable) for s in group]
+        tasks = response.get("tasks", [])
+        failures = response.get("failures", [])
+        out: list[TaskHandle | LaunchFailure] = []
+        now = time.time()
+        with self._lock:
+            for i, spec in enumerate(group):
+                if i < len(tasks):
+                    arn = str(tasks[i]["taskArn"])
+                    handle = TaskHandle(spec.worker_id, arn)
+                    self._tasks[arn] = _Task(handle, TaskState(handle, TaskPhase.PENDING))
+                    self.stats.tasks_started += 1
+                    out.append(handle)
+                    continue
+                failure = failures[min(i - len(tasks), len(failures) - 1)] if failures else {}
+                reason = str(failure.get("reason") or "no task and no reason given")
+                detail = failure.get("detail")
+                text = f"ECS could not start a Fargate task: {reason}" + (
+                    f" ({detail})" if detail else "")
+                retryable = _retryable(reason)
+                if not retryable:
+                    text += (f"; check the cluster {self.config.cluster!r}, the image and the "
+                             "networking settings with `starburst doctor`")
+                out.append(LaunchFailure(spec.worker_id, text, retryable=retryable))
+        log.debug("RunTask: %d started, %d failed at %.3f", len(tasks), len(failures), now)
+        return out
+
+    def poll(self, handles: Sequence[TaskHandle]) -> list[TaskState]:
+        with self._lock:
+            known = {h.task_id: self._tasks.get(h.task_id) for h in handles}
+        ask = [arn for arn, t in known.items()
+               if t is None or t.state.phase is not TaskPhase.STOPPED]
+        found: dict[str, dict[str, Any]] = {}
+        missing: set[str] = set()
+        for start in range(0, len(ask), DESCRIBE_TASKS_MAX):
+            chunk = ask[start:start + DESCRIBE_TASKS_MAX]
+            try:
+                response = self._client("ecs").describe_tasks(cluster=self.config.cluster,
+                                                              tasks=chunk)
+            except Exception as exc:
+                if _aws.is_throttling(exc) or isinstance(exc, botocore.exceptions.BotoCoreError):
+                    # Still throttled after botocore's backoff: report what was known; the
+                    # manager polls again later, backing off while nothing changes.
+                    log.debug("DescribeTasks throttled; keeping the last known states")
+                    continue
+                raise self._fail(exc, "DescribeTasks") from None
+            for task in response.get("tasks", []):
+                found[task["taskArn"]] = task
+            for failure in response.get("failures", []):
+                if failure.get("reason") == "MISSING" and failure.get("arn"):
+                    missing.add(failure["arn"])
+        states = []
+        with self._lock:
+            for handle in handles:
+                record = self._tasks.get(handle.task_id)
+                if record is None:  # not started here: reported, never stopped by close()
+                    record = _Task(handle, TaskState(handle, TaskPhase.PENDING))
+                if handle.task_id in found:
+                    record.state = self._state(handle, found[handle.task_id])
+                elif handle.task_id in missing:
+                    record.state = dataclasses.replace(
+                        record.state, phase=TaskPhase.STOPPED,
+                        stopped_reason="ECS no longer knows this task (stopped long ago?)",
+                        stopped_at=record.state.stopped_at or time.time())
+                states.append(record.state)
+        return states
+
+    @staticmethod
+    def _state(handle: TaskHandle, task: dict[str, Any]) -> TaskState:
+        last = str(task.get("lastStatus") or "PENDING")
+        if last in _STOPPED:
+            phase = TaskPhase.STOPPED
+        elif last in _PENDING:
+            phase = TaskPhase.PENDING
+        else:
+            phase = TaskPhase.RUNNING
+        containers = task.get("containers") or []
+        container = next((c for c in containers if c.get("name") == CONTAINER_NAME),
+                         containers[0] if containers else {})
+        exit_code = container.get("exitCode") if phase is TaskPhase.STOPPED else None
+        reasons = [r for r in (task.get("stoppedReason"), container.get("reason")) if r]
+        stop_code = task.get("stopCode") or None
+        return TaskState(
+            handle=handle,
+            phase=phase,
+            exit_code=int(exit_code) if exit_code is not None else None,
+            stop_code=stop_code,
+            stopped_reason="; ".join(reasons) or None,
+            started_at=_timestamp(task.get("startedAt")),
+            stopped_at=_timestamp(task.get("stoppedAt")) if phase is TaskPhase.STOPPED else None,
+            interrupted=stop_code == "SpotInterruption",
+        )
+
+    def stop(self, handles: Sequence[TaskHandle], reason: str) -> None:
+        with self._lock:
+            todo = []
+            for handle in handles:
+                record = self._tasks.get(handle.task_id)
+                if record is not None and (record.stop_requested
+                                           or record.state.phase is TaskPhase.STOPPED):
+                    continue
+                if record is not None:
+                    record.stop_requested = True
+                todo.append(handle)
+        for handle in todo:
+            self._pace.wait()
+            try:
+                self._client("ecs").stop_task(cluster=self.config.cluster, task=handle.task_id,
+                                              reason=(reason or "stopped by starburst")[:255])
+            except Exception as exc:
+                # Already gone or never known: stopping is idempotent.
+                log.debug("StopTask %s: %s", handle.task_id, exc)
+
+    def capacity(self, wanted: int) -> int:
+        if self._capacity is not None:
+            return min(wanted, self._capacity)
+        quota = quotas.fargate_vcpu_quota(
+            self.region, spot=self.config.spot, fallback=self._quota_fallback,
+            client=self._client("service-quotas"))
+        if quota is None:
+            self._capacity = wanted
+            return wanted
+        try:
+            in_use = quotas.vcpus_in_use(self.config.cluster, self.region, spot=self.config.spot,
+                                         client=self._client("ecs"))
+        except StarburstError as exc:
+            log.debug("cannot count the vCPUs in use: %s", exc)
+            in_use = 0.0
+        cpu = self.cpu_units / 1024
+        fit = int((quota - in_use) // cpu)
+        self._capacity = max(1, fit) if fit < wanted else wanted
+        if self._capacity < wanted:
+            kind = "Spot" if self.config.spot else "On-Demand"
+            warnings.warn(
+                f"the Fargate {kind} vCPU quota in {self.region} is {quota:g} vCPUs and "
+                f"{in_use:g} are in use, so {self._capacity} workers of {cpu:g} vCPU run at once "
+                f"instead of {wanted} (the work runs in waves). To raise the quota: "
+                f"{quotas.increase_hint(self.region, self.config.spot, desired=wanted * cpu + in_use)}",
+                stacklevel=2,
+            )
+        return self._capacity
+
+    def log_tail(self, handle: TaskHandle, lines: int = 20) -> str:
+        task_id = handle.task_id.rsplit("/", 1)[-1]
+        try:
+            response = self._client("logs").get_log_events(
+                logGroupName=self.config.log_group,
+                logStreamName=f"{LOG_STREAM_PREFIX}/{CONTAINER_NAME}/{task_id}",
+                limit=lines,
+                startFromHead=False,
+            )
+        except Exception as exc:  # no stream yet, no permission: the tail is best effort
+            log.debug("no log tail for %s: %s", handle.task_id, exc)
+            return ""
+        return "\n".join(str(e.get("message", "")).rstrip("\n")
+                         for e in response.get("events", []))
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            handles = [t.handle for t in self._tasks.values()]
+        if handles:
+            self.stop(handles, "starburst executor shut down")
+        with self._lock:
+            for client in self._clients.values():
+                client.close()
+            self._clients.clear()
+
+    def __repr__(self) -> str:
+        return (f"FargateLauncher(cluster={self.config.cluster!r}, cpu={self.config.cpu:g}, "
+                f"memory={self.memory}, tasks={len(self._tasks)})")

@@ -1,0 +1,568 @@
+"""An emulated Fargate data plane on a moto server, so code that uses Fargate runs without AWS.
+
+moto accepts ``RunTask`` but runs nothing.  :class:`FargateEmulator` watches the moto ECS backends
+(moto runs in this process) for new tasks, runs each task's container command with its override
+environment (a subprocess by default; any :class:`ContainerRunner`), and when the command exits
+marks the task ``STOPPED`` with the real exit code, as ECS does, and pushes its output to the
+task's CloudWatch Logs stream.  Faults can be injected: an OOM kill (exit 137), a Spot
+interruption, a task that never starts, an image that cannot be pulled, ``RunTask`` failure
+entries and S3 ``SlowDown`` answers.
+
+::
+
+    client boto3 ----\\                                       /--> moto (ECS, S3, Logs...)
+                      >--> AwsProxy (counts, faults) -------<
+    worker boto3 ----/                                        \\
+         ^                                                     |
+         |        FargateEmulator thread: new moto task -> run its command; exit -> STOPPED
+         +-------------------------------------------------------
+
+Example::
+
+    with MotoServer() as moto, FargateEmulator(moto) as fargate, fargate.patched_environ():
+        ...  # create the bucket and cluster, then run FargateExecutor(backend="fargate")
+        fargate.inject("oom")  # the next task is killed as out of memory
+        print(fargate.proxy.requests)  # AWS requests by (service, operation)
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import datetime
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any, Protocol
+
+from .aws_proxy import AwsProxy, ProxyRequest, ProxyResponse
+from .moto_server import MotoServer
+
+__all__ = [
+    "FargateEmulator",
+    "EmulatedTask",
+    "FAULTS",
+    "ContainerSpec",
+    "ContainerRunner",
+    "Container",
+    "SubprocessRunner",
+]
+
+FAULTS = ("oom", "spot_interruption", "never_starts", "cannot_pull", "exit")
+"""Faults :meth:`FargateEmulator.inject` knows."""
+
+OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
+SPOT_REASON = "Your Spot Task was interrupted."
+EXITED_REASON = "Essential container in task exited"
+PULL_REASON = ("CannotPullContainerError: pull image manifest has been retried 5 time(s): "
+               "failed to resolve ref {image}: not found")
+
+_PACKAGE_PARENT = str(Path(__file__).resolve().parents[2])
+_ACCOUNT = "123456789012"  # moto's default account, which the fake credentials map to
+
+
+@dataclasses.dataclass(frozen=True)
+class ContainerSpec:
+    """What a runner starts: the container's command and environment, as ECS would."""
+
+    task_arn: str
+    image: str
+    command: tuple[str, ...]
+    env: Mapping[str, str]
+
+
+class Container(Protocol):
+    """A started container (or process)."""
+
+    def poll(self) -> int | None:
+        """The exit code once it exited (128+N when killed by signal N), else ``None``."""
+
+    def signal(self, sig: int) -> None:
+        """Send ``sig`` (SIGTERM to stop, SIGKILL to kill) if it still runs."""
+
+    def output(self) -> str:
+        """Everything it wrote to stdout and stderr so far."""
+
+
+class ContainerRunner(Protocol):
+    """Starts containers for the emulator: the seam for real containers (docker)."""
+
+    def __call__(self, spec: ContainerSpec) -> Container:
+        """Start ``spec`` and return at once."""
+
+
+class _Process:
+    def __init__(self, popen: subprocess.Popen[bytes], log: IO[bytes], path: str):
+        self._popen = popen
+        self._log = log
+        self._path = path
+
+    def poll(self) -> int | None:
+        code = self._popen.poll()
+        if code is None:
+            return None
+        if not self._log.closed:
+            self._log.close()
+        return 128 - code if code < 0 else code  # as a container runtime reports a signal
+
+    def signal(self, sig: int) -> None:
+        if self._popen.poll() is None:
+            try:
+                os.killpg(self._popen.pid, sig)
+            except ProcessLookupError:
+                pass
+
+    def output(self) -> str:
+        try:
+            return Path(self._path).read_text(errors="replace")
+        except OSError:
+            return ""
+
+
+class SubprocessRunner:
+    """Runs a container's command as a subprocess of this Python, with only the container's
+    environment (plus PATH and this package on PYTHONPATH); ``python`` means ``sys.executable``.
+    """
+
+    def __init__(self, log_dir: str | None = None):
+        self.log_dir = log_dir or tempfile.mkdtemp(prefix="starburst-fargate-")
+
+    def __call__(self, spec: ContainerSpec) -> Container:
+        command = list(spec.command)
+        if command and command[0] in ("python", "python3"):
+            command[0] = sys.executable
+        env = {k: v for k, v in os.environ.items()
+               if not k.startswith(("AWS_", "STARBURST_", "PYTEST_", "COV_"))}
+        env.update(spec.env)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH", "")) if p)
+        path = os.path.join(self.log_dir, spec.task_arn.rsplit("/", 1)[-1] + ".log")
+        log = open(path, "wb")  # noqa: SIM115 - closed when the process is reaped
+        popen = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log,
+                                 stderr=subprocess.STDOUT, start_new_session=True)
+        return _Process(popen, log, path)
+
+
+@dataclasses.dataclass
+class _Fault:
+    kind: str
+    after: float
+    exit_code: int | None
+
+
+@dataclasses.dataclass
+class EmulatedTask:
+    """What the emulator did with one ECS task."""
+
+    arn: str
+    cluster: str
+    region: str
+    fault: str | None = None
+    container: Container | None = None
+    started_at: float | None = None
+    stopped_at: float | None = None
+    exit_code: int | None = None
+    stop_code: str | None = None
+    stopped_reason: str | None = None
+    stop_requested_at: float | None = None
+    signalled: str | None = None
+    fault_after: float = 0.0
+    fault_exit_code: int | None = None
+    log_group: str | None = None
+    log_stream: str | None = None
+    moto: Any = dataclasses.field(default=None, repr=False)
+
+    @property
+    def stopped(self) -> bool:
+        return self.stopped_at is not None
+
+    @property
+    def spot(self) -> bool:
+        """Whether the task was started with the FARGATE_SPOT capacity provider."""
+        return getattr(self.moto, "capacity_provider_name", None) == "FARGATE_SPOT"
+
+
+class FargateEmulator:
+    """Runs the tasks of a moto server's ECS clusters.
+
+    Args:
+        moto: a started :class:`MotoServer`.
+        runner: starts each task's container (default: :class:`SubprocessRunner`).
+        interval: how often the moto backends are looked at, seconds.
+        stop_grace: seconds between SIGTERM and SIGKILL when a task is stopped (ECS: 30).
+
+    Attributes:
+        proxy: the :class:`AwsProxy` every client of :meth:`env` goes through; its
+            ``requests`` count what the client and the workers sent.
+    """
+
+    def __init__(
+        self,
+        moto: MotoServer,
+        *,
+        runner: ContainerRunner | Callable[[ContainerSpec], Container] | None = None,
+        interval: float = 0.02,
+        stop_grace: float = 2.0,
+    ):
+        self.moto = moto
+        self.runner = runner or SubprocessRunner()
+        self.interval = interval
+        self.stop_grace = stop_grace
+        self.proxy = AwsProxy(moto.endpoint)
+        self._lock = threading.RLock()
+        self._tasks: dict[str, EmulatedTask] = {}
+        self._faults: collections.deque[_Fault] = collections.deque()
+        self._run_task_failures: collections.deque[tuple[str, str | None]] = collections.deque()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.proxy.add_hook(self._on_request)
+        self.proxy.add_observer(self._on_response)
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> FargateEmulator:
+        self.moto.freeze_task_transitions()
+        self.proxy.start()
+        self._thread = threading.Thread(target=self._loop, name="starburst-fargate-emulator",
+                                        daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Kill every container still running, mark its task stopped, stop the proxy."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        with self._lock:
+            tasks = list(self._tasks.values())
+        for task in tasks:
+            if task.container is not None and not task.stopped:
+                task.container.signal(signal.SIGKILL)
+                deadline = time.monotonic() + 5
+                while task.container.poll() is None and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                self._finish(task, task.container.poll(), "TaskFailedToStart"
+                             if task.started_at is None else "UserInitiated",
+                             "emulator stopped")
+            elif not task.stopped:
+                self._finish(task, None, "UserInitiated", "emulator stopped")
+        self.proxy.stop()
+
+    def __enter__(self) -> FargateEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def env(self) -> dict[str, str]:
+        """Environment variables that send boto3 to the moto server through the proxy."""
+        return {**self.moto.env(), "AWS_ENDPOINT_URL": self.proxy.endpoint}
+
+    @contextmanager
+    def patched_environ(self) -> Iterator[None]:
+        """Set :meth:`env` in ``os.environ`` (hiding real credential files) for the block."""
+        saved = dict(os.environ)
+        os.environ.update(self.env())
+        os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+        os.environ["AWS_CONFIG_FILE"] = os.devnull
+        try:
+            yield
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    # -- faults ---------------------------------------------------------------------------
+
+    def inject(self, fault: str, *, times: int = 1, after: float = 0.0,
+               exit_code: int | None = None) -> None:
+        """Give the next ``times`` new tasks ``fault``.
+
+        Args:
+            fault: ``"oom"`` (killed ``after`` seconds after starting; exit 137 and an
+                ``OutOfMemoryError`` reason), ``"spot_interruption"`` (SIGTERM ``after`` seconds
+                after starting, then SIGKILL; stop code ``SpotInterruption``), ``"never_starts"``
+                (stays ``PENDING`` until stopped), ``"cannot_pull"`` (stops at once with
+                ``TaskFailedToStart`` and a ``CannotPullContainerError``), ``"exit"`` (killed
+                ``after`` seconds after starting, reported with ``exit_code``).
+        """
+        if fault not in FAULTS:
+            raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
+        with self._lock:
+            for _ in range(times):
+                self._faults.append(_Fault(fault, after, exit_code))
+
+    def fail_run_task(self, reason: str = "RESOURCE:FARGATE", *, times: int = 1,
+                      detail: str | None = None) -> None:
+        """Answer the next ``times`` ``RunTask`` calls with ``failures`` entries and no task.
+
+        ``RESOURCE:FARGATE`` is what ECS says when Fargate has no capacity; a reason such as
+        ``"ATTRIBUTE"`` or ``"MISSING"`` is one that retrying does not fix.
+        """
+        with self._lock:
+            for _ in range(times):
+                self._run_task_failures.append((reason, detail))
+
+    def s3_slow_down(self, times: int = 1, operation: str | None = None) -> None:
+        """Answer the next ``times`` S3 requests (of ``operation``, if given) with 503
+        ``SlowDown``."""
+        self.proxy.inject_s3_slow_down(times, operation)
+
+    # -- what happened --------------------------------------------------------------------
+
+    @property
+    def tasks(self) -> list[EmulatedTask]:
+        """Every task seen, in the order they were launched."""
+        with self._lock:
+            return list(self._tasks.values())
+
+    def running(self) -> list[EmulatedTask]:
+        """Tasks not stopped yet (pending or running)."""
+        return [t for t in self.tasks if not t.stopped]
+
+    def wait_stopped(self, timeout: float = 10.0) -> bool:
+        """Wait until every task seen is stopped; return whether they all are."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running():
+                return True
+            time.sleep(0.02)
+        return not self.running()
+
+    # -- proxy hooks ----------------------------------------------------------------------
+
+    def _on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        if request.service != "ecs" or request.operation != "RunTask":
+            return None
+        with self._lock:
+            failure = self._run_task_failures.popleft() if self._run_task_failures else None
+        body = request.json()
+        if failure is not None:
+            reason, detail = failure
+            entry = {"arn": "arn:aws:ecs:::task", "reason": reason}
+            if detail:
+                entry["detail"] = detail
+            answer = {"tasks": [], "failures": [entry] * int(body.get("count", 1))}
+            return ProxyResponse(200, json.dumps(answer).encode(),
+                                 {"Content-Type": "application/x-amz-json-1.1"})
+        if "capacityProviderStrategy" in body and "launchType" not in body:
+            # moto only places FARGATE launch types; a capacity-provider strategy of
+            # FARGATE/FARGATE_SPOT becomes one, and the provider is put back on the task after.
+            strategy = body.pop("capacityProviderStrategy")
+            body["launchType"] = "FARGATE"
+            request.headers["X-Starburst-Capacity-Provider"] = str(
+                strategy[0].get("capacityProvider", "FARGATE"))
+            request.body = json.dumps(body).encode()
+        return None
+
+    def _on_response(self, request: ProxyRequest, status: int, body: bytes) -> None:
+        if request.operation == "StopTask" and request.service == "ecs" and status == 200:
+            arn = json.loads(body).get("task", {}).get("taskArn")
+            self._stop_requested(arn, request.json().get("reason"))
+        provider = request.headers.get("X-Starburst-Capacity-Provider")
+        if provider and status == 200:
+            for task in json.loads(body).get("tasks", []):
+                moto_task = self._find_moto_task(task["taskArn"])
+                if moto_task is not None:
+                    moto_task.capacity_provider_name = provider
+
+    def _stop_requested(self, arn: str | None, reason: str | None) -> None:
+        if not arn:
+            return
+        moto_task = self._find_moto_task(arn)
+        with self._lock:
+            record = self._tasks.get(arn)
+        if record is None or moto_task is None or record.stopped:
+            return
+        record.stop_requested_at = time.time()
+        if record.container is not None and record.container.poll() is None:
+            # ECS stops a running task by signalling it: it is STOPPING until the process
+            # exits, not STOPPED at once as moto has it.
+            moto_task.last_status = "DEACTIVATING"
+            record.container.signal(signal.SIGTERM)
+            record.signalled = "TERM"
+        elif record.container is None:
+            self._finish(record, None, "UserInitiated", reason or "Task stopped by user")
+        self._wake.set()
+
+    # -- the data plane -------------------------------------------------------------------
+
+    def _backends(self) -> list[Any]:
+        from moto.ecs.models import ecs_backends
+
+        try:
+            regions = ecs_backends[_ACCOUNT]
+        except KeyError:
+            return []
+        return [backend for _, backend in list(regions.items())]
+
+    def _find_moto_task(self, arn: str) -> Any:
+        for backend in self._backends():
+            for tasks in list(backend.tasks.values()):
+                if arn in tasks:
+                    return tasks[arn]
+        return None
+
+    def _loop(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                self._tick()
+            except Exception as exc:  # pragma: no cover - keep the data plane alive
+                print(f"starburst fargate emulator: {exc!r}", file=sys.stderr)
+            self._wake.wait(self.interval)
+            self._wake.clear()
+
+    def _tick(self) -> None:
+        for backend in self._backends():
+            for cluster, tasks in list(backend.tasks.items()):
+                for arn, moto_task in list(tasks.items()):
+                    with self._lock:
+                        known = arn in self._tasks
+                    if not known:
+                        self._adopt(backend, cluster, arn, moto_task)
+        for task in self.tasks:
+            if not task.stopped:
+                self._advance(task)
+
+    def _adopt(self, backend: Any, cluster: str, arn: str, moto_task: Any) -> None:
+        with self._lock:
+            fault = self._faults.popleft() if self._faults else None
+            record = EmulatedTask(arn, cluster, backend.region_name, moto=moto_task,
+                                  fault=fault.kind if fault else None,
+                                  fault_after=fault.after if fault else 0.0,
+                                  fault_exit_code=fault.exit_code if fault else None)
+            self._tasks[arn] = record
+        definition = backend.describe_task_definition(moto_task.task_definition_arn)
+        container_def = definition.container_definitions[0]
+        moto_task.cpu = definition.cpu
+        moto_task.memory = definition.memory
+        moto_task.created_at = datetime.datetime.now(datetime.timezone.utc)
+        options = (container_def.get("logConfiguration") or {}).get("options") or {}
+        if options.get("awslogs-group"):
+            record.log_group = options["awslogs-group"]
+            prefix = options.get("awslogs-stream-prefix", "")
+            record.log_stream = f"{prefix}/{container_def.get('name')}/{arn.rsplit('/', 1)[-1]}"
+        if moto_task.desired_status == "STOPPED" or moto_task.last_status == "STOPPED":
+            self._finish(record, None, "UserInitiated", moto_task.stopped_reason or "stopped")
+            return
+        moto_task.last_status = "PENDING"
+        for container in moto_task.containers:
+            container.last_status = "PENDING"
+        if record.fault == "never_starts":
+            return
+        if record.fault == "cannot_pull":
+            self._finish(record, None, "TaskFailedToStart",
+                         PULL_REASON.format(image=container_def.get("image")))
+            return
+        overrides: dict[str, Any] = next((o for o in moto_task.overrides.get("containerOverrides", [])
+                          if o.get("name") == container_def.get("name")), {})
+        env = {**self.env(), "AWS_REGION": backend.region_name,
+               "AWS_DEFAULT_REGION": backend.region_name}
+        for pair in (container_def.get("environment") or []) + (overrides.get("environment")
+                                                               or []):
+            env[pair["name"]] = pair["value"]
+        command = tuple(overrides.get("command") or container_def.get("command") or ())
+        spec = ContainerSpec(arn, str(container_def.get("image")), command, env)
+        record.container = self.runner(spec)
+        record.started_at = time.time()
+        moto_task.started_at = datetime.datetime.now(datetime.timezone.utc)
+        moto_task.last_status = "RUNNING"
+        for container in moto_task.containers:
+            container.last_status = "RUNNING"
+
+    def _advance(self, task: EmulatedTask) -> None:
+        container = task.container
+        if container is None:
+            if task.moto is not None and task.moto.desired_status == "STOPPED":
+                self._finish(task, None, "UserInitiated",
+                             task.moto.stopped_reason or "Task stopped by user")
+            return
+        code = container.poll()
+        now = time.time()
+        if code is None:
+            running_for = now - (task.started_at or now)
+            if task.stop_requested_at is not None:
+                if task.signalled != "KILL" and now - task.stop_requested_at > self.stop_grace:
+                    container.signal(signal.SIGKILL)
+                    task.signalled = "KILL"
+            elif task.fault in ("oom", "exit") and running_for >= task.fault_after:
+                container.signal(signal.SIGKILL)
+                task.signalled = "KILL"
+            elif task.fault == "spot_interruption" and running_for >= task.fault_after:
+                if task.signalled is None:
+                    container.signal(signal.SIGTERM)
+                    task.signalled = "TERM"
+                    task.stop_requested_at = now
+            return
+        if task.stop_requested_at is not None and task.fault != "spot_interruption":
+            self._finish(task, code, "UserInitiated",
+                         task.moto.stopped_reason if task.moto is not None else "stopped")
+        elif task.fault == "oom" and task.signalled == "KILL":
+            self._finish(task, 137, "EssentialContainerExited", EXITED_REASON,
+                         container_reason=OOM_REASON)
+        elif task.fault == "exit" and task.signalled == "KILL":
+            self._finish(task, task.fault_exit_code if task.fault_exit_code is not None else 1,
+                         "EssentialContainerExited", EXITED_REASON)
+        elif task.fault == "spot_interruption" and task.signalled is not None:
+            self._finish(task, code, "SpotInterruption", SPOT_REASON)
+        else:
+            self._finish(task, code, "EssentialContainerExited", EXITED_REASON)
+
+    def _finish(self, task: EmulatedTask, exit_code: int | None, stop_code: str, reason: str,
+                *, container_reason: str | None = None) -> None:
+        with self._lock:
+            if task.stopped:
+                return
+            task.stopped_at = time.time()
+        task.exit_code, task.stop_code, task.stopped_reason = exit_code, stop_code, reason
+        moto_task = task.moto
+        if moto_task is not None:
+            now = datetime.datetime.now(datetime.timezone.utc)
+            moto_task.stop_code = stop_code
+            moto_task.stopped_reason = moto_task.stopped_reason or reason
+            moto_task.stopped_at = now
+            moto_task.stopping_at = now
+            moto_task.desired_status = "STOPPED"
+            for container in moto_task.containers:
+                container.last_status = "STOPPED"
+                container.exitCode = exit_code
+                container.exit_code = exit_code
+                if container_reason:
+                    container.reason = container_reason
+            moto_task.last_status = "STOPPED"
+        self._push_logs(task)
+
+    def _push_logs(self, task: EmulatedTask) -> None:
+        if task.container is None or not task.log_group or not task.log_stream:
+            return
+        lines = task.container.output().splitlines()
+        if not lines:
+            return
+        import boto3
+
+        logs = boto3.client(
+            "logs", region_name=task.region, endpoint_url=self.moto.endpoint,
+            aws_access_key_id="testing", aws_secret_access_key="testing")
+        try:
+            try:
+                logs.create_log_group(logGroupName=task.log_group)
+            except logs.exceptions.ResourceAlreadyExistsException:
+                pass
+            logs.create_log_stream(logGroupName=task.log_group, logStreamName=task.log_stream)
+            start = int(time.time() * 1000)
+            logs.put_log_events(
+                logGroupName=task.log_group, logStreamName=task.log_stream,
+                logEvents=[{"timestamp": start, "message": line} for line in lines[-1000:]])
+        except Exception as exc:  # logs are best effort, as with awslogs
+            print(f"starburst fargate emulator: cannot push logs: {exc!r}", file=sys.stderr)
+        finally:
+            logs.close()

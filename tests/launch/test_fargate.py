@@ -1,0 +1,346 @@
+from __future__ import annotations
+
+import json
+import time
+import warnings
+from collections.abc import Iterator
+
+import pytest
+
+from starburst_executor import _keys, payload
+from starburst_executor.errors import ConfigError
+from starburst_executor.launch.base import LaunchFailure, TaskHandle, TaskPhase, WorkerSpec
+from starburst_executor.launch.fargate import FargateLauncher
+from starburst_executor.storage.s3 import S3Store
+from starburst_executor.testing import FargateEmulator
+
+from ..aws_fixtures import (  # noqa: F401
+    REGION, boto, fargate, fargate_config, make_bucket, make_cluster, moto_server, sleeper, unique)
+from ..contracts.launcher_contract import LauncherContract, _spec, _wait_stopped
+
+
+@pytest.fixture
+def cluster(fargate: FargateEmulator) -> str:
+    return make_cluster(fargate.moto)
+
+
+@pytest.fixture
+def bucket(fargate: FargateEmulator) -> str:
+    return make_bucket(fargate.moto)
+
+
+@pytest.fixture
+def store(bucket: str) -> Iterator[S3Store]:
+    s = S3Store(bucket, "starburst/sessions/" + unique("s"), region=REGION)
+    yield s
+    s.close()
+
+
+@pytest.fixture
+def launcher(cluster: str, bucket: str, store: S3Store) -> Iterator[FargateLauncher]:
+    launcher = FargateLauncher.from_config(fargate_config(cluster, bucket), "sess-1", store.url)
+    yield launcher
+    launcher.close()
+
+
+class TestFargateLauncher(LauncherContract):
+    startup_seconds = 20.0
+
+    def test_worker_runs_a_batch(self, launcher: FargateLauncher, store: S3Store) -> None:
+        # As the contract's, but the results may come in several parts: S3 is slower than the
+        # worker's 0.05 s flush interval here.
+        pickled = payload.pickle_function(pow)
+        digest = payload.function_digest(pickled)
+        store.put(_keys.function_key(digest), payload.dump("function", pickled))
+        store.put(_keys.batch_key("b1"), payload.dump(
+            "batch", payload.pickle_batch("b1", [digest], [(0, 0, (3, 4), {})])))
+        spec = _spec(store, idle=0.3)
+        store.put(_keys.assign_key(spec.worker_id, 0),
+                  json.dumps({"batch": "b1", "attempt": 1}).encode())
+        (handle,) = launcher.launch([spec])
+        assert isinstance(handle, TaskHandle)
+        _wait_stopped(launcher, [handle], 30)
+        records = [r for key in store.list(_keys.RESULTS_PREFIX)
+                   for r in payload.load(store.get(key), "results").records]
+        assert [payload.decode_result(r) for r in records] == [(True, 81)]
+
+
+def _idle_spec(store: S3Store, idle: float = 600) -> WorkerSpec:
+    return _spec(store, idle=idle)
+
+
+# -- validation, no network -----------------------------------------------------------------
+
+def test_from_config_validates_without_network(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
+    config = fargate_config("c", "b")
+    FargateLauncher.from_config(config, "s", "s3://b/p")
+    with pytest.raises(ConfigError, match="starburst build"):
+        FargateLauncher.from_config(config.replace(image=None), "s", "s3://b/p")
+    with pytest.raises(ConfigError, match="choose memory"):
+        FargateLauncher.from_config(config.replace(cpu=4.0, memory=2048), "s", "s3://b/p")
+    with pytest.raises(ConfigError, match="21 to 200"):
+        FargateLauncher.from_config(config.replace(ephemeral_storage=10), "s", "s3://b/p")
+    with pytest.raises(ConfigError, match="us-east-1"):
+        FargateLauncher.from_config(config.replace(region="mars"), "s", "s3://b/p")
+
+
+# -- task definition ------------------------------------------------------------------------
+
+def test_task_definition_is_registered_once_and_reused(
+        fargate: FargateEmulator, cluster: str, bucket: str, store: S3Store) -> None:
+    fargate.runner = sleeper()
+    config = fargate_config(cluster, bucket, architecture="arm64", ephemeral_storage=30)
+    first = FargateLauncher.from_config(config, "s1", store.url)
+    second = FargateLauncher.from_config(config, "s2", store.url)
+    try:
+        (h1,) = first.launch([_idle_spec(store, 0.2)])
+        (h2,) = second.launch([_idle_spec(store, 0.2)])
+        assert isinstance(h1, TaskHandle) and isinstance(h2, TaskHandle)
+        assert fargate.proxy.requests[("ecs", "RegisterTaskDefinition")] == 1
+        assert second.stats.requests.get("RegisterTaskDefinition") is None
+        ecs = boto("ecs", fargate.moto)
+        task = ecs.describe_tasks(cluster=cluster, tasks=[h1.task_id], include=["TAGS"])["tasks"][0]
+        definition = ecs.describe_task_definition(
+            taskDefinition=task["taskDefinitionArn"], include=["TAGS"])
+        td = definition["taskDefinition"]
+        assert td["family"].startswith("starburst-")
+        assert td["runtimePlatform"]["cpuArchitecture"] == "ARM64"
+        assert td["ephemeralStorage"] == {"sizeInGiB": 30}
+        assert (td["cpu"], td["memory"]) == ("256", "512")
+        assert td["executionRoleArn"] == "arn:aws:iam::123456789012:role/starburstECSExecutionRole"
+        container = td["containerDefinitions"][0]
+        assert container["command"] == ["python", "-m", "starburst_executor.worker"]
+        assert container["logConfiguration"]["logDriver"] == "awslogs"
+        assert container["logConfiguration"]["options"]["awslogs-group"] == "/starburst/workers"
+        assert {"key": "starburst:managed", "value": "true"} in definition["tags"]
+        tags = {t["key"]: t["value"] for t in task["tags"]}
+        assert tags == {"starburst:managed": "true", "starburst:session": "s1"}
+        env = {e["name"]: e["value"]
+               for e in task["overrides"]["containerOverrides"][0]["environment"]}
+        assert env[_keys.ENV_STORE_URL] == store.url
+        assert not any("SECRET" in k or "AWS_" in k for k in env)
+        other = FargateLauncher.from_config(config.replace(memory=1024), "s3", store.url)
+        try:
+            other.launch([_idle_spec(store, 0.2)])
+            assert fargate.proxy.requests[("ecs", "RegisterTaskDefinition")] == 2
+        finally:
+            other.close()
+    finally:
+        first.close()
+        second.close()
+
+
+def test_networking_from_the_default_vpc_or_config(
+        fargate: FargateEmulator, cluster: str, bucket: str, store: S3Store) -> None:
+    fargate.runner = sleeper()
+    ec2 = boto("ec2", fargate.moto)
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]
+    default_sg = ec2.describe_security_groups(Filters=[
+        {"Name": "vpc-id", "Values": [vpc["VpcId"]]},
+        {"Name": "group-name", "Values": ["default"]}])["SecurityGroups"][0]["GroupId"]
+    launcher = FargateLauncher.from_config(fargate_config(cluster, bucket), "n", store.url)
+    try:
+        (handle,) = launcher.launch([_idle_spec(store, 0.2)])
+        assert isinstance(handle, TaskHandle)
+    finally:
+        launcher.close()
+    ecs = boto("ecs", fargate.moto)
+    subnet = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])[
+        "Subnets"][0]["SubnetId"]
+    launcher = FargateLauncher.from_config(fargate_config(
+        cluster, bucket, subnets=subnet, security_groups="sg-12345", assign_public_ip=False),
+        "n", store.url)
+    try:
+        (h2,) = launcher.launch([_idle_spec(store, 0.2)])
+        assert isinstance(h2, TaskHandle)
+    finally:
+        launcher.close()
+    from moto.ecs.models import ecs_backends
+
+    tasks = ecs_backends["123456789012"][REGION].tasks[cluster]
+    first = tasks[handle.task_id].network_configuration["awsvpcConfiguration"]
+    assert first["securityGroups"] == [default_sg] and first["assignPublicIp"] == "ENABLED"
+    second = tasks[h2.task_id].network_configuration["awsvpcConfiguration"]
+    assert second == {"subnets": [subnet], "securityGroups": ["sg-12345"],
+                      "assignPublicIp": "DISABLED"}
+    assert ecs  # the same server answered both
+
+
+def test_spot_uses_the_fargate_spot_capacity_provider(
+        fargate: FargateEmulator, cluster: str, bucket: str, store: S3Store) -> None:
+    fargate.runner = sleeper()
+    launcher = FargateLauncher.from_config(fargate_config(cluster, bucket, spot=True), "sp",
+                                           store.url)
+    try:
+        (handle,) = launcher.launch([_idle_spec(store, 0.2)])
+        assert isinstance(handle, TaskHandle)
+        task = boto("ecs", fargate.moto).describe_tasks(cluster=cluster, tasks=[handle.task_id])
+        assert task["tasks"][0]["capacityProviderName"] == "FARGATE_SPOT"
+    finally:
+        launcher.close()
+    assert fargate.tasks[-1].spot
+
+
+# -- RunTask ----------------------------------------------------------------------------------
+
+def test_capacity_failures_are_retryable(fargate: FargateEmulator, launcher: FargateLauncher,
+                                         store: S3Store) -> None:
+    fargate.runner = sleeper()
+    fargate.fail_run_task("RESOURCE:FARGATE", times=1)
+    fargate.fail_run_task("ATTRIBUTE", times=1, detail="requires attribute x")
+    (first,) = launcher.launch([_idle_spec(store, 0.2)])
+    assert isinstance(first, LaunchFailure) and first.retryable
+    assert "RESOURCE:FARGATE" in first.reason
+    (second,) = launcher.launch([_idle_spec(store, 0.2)])
+    assert isinstance(second, LaunchFailure) and not second.retryable
+    assert "ATTRIBUTE" in second.reason and "starburst doctor" in second.reason
+    (third,) = launcher.launch([_idle_spec(store, 0.2)])
+    assert isinstance(third, TaskHandle)
+    assert launcher.stats.tasks_started == 1
+
+
+def test_missing_cluster_is_a_clear_failure(fargate: FargateEmulator, bucket: str,
+                                            store: S3Store) -> None:
+    launcher = FargateLauncher.from_config(fargate_config("no-such-cluster", bucket), "x",
+                                           store.url)
+    try:
+        (failure,) = launcher.launch([_idle_spec(store)])
+    finally:
+        launcher.close()
+    assert isinstance(failure, LaunchFailure) and not failure.retryable
+    assert "starburst setup" in failure.reason
+
+
+def test_run_task_pace_and_batching(fargate: FargateEmulator, launcher: FargateLauncher,
+                                    store: S3Store) -> None:
+    fargate.runner = sleeper(0.2)
+    same = {_keys.ENV_STORE_URL: store.url, _keys.ENV_WORKER_ID: "shared",
+            _keys.ENV_IDLE_TIMEOUT: "0.2"}
+    specs = [WorkerSpec("shared", same)] * 12 + [_idle_spec(store, 0.2) for _ in range(6)]
+    started = time.monotonic()
+    results = launcher.launch(specs)
+    elapsed = time.monotonic() - started
+    assert all(isinstance(r, TaskHandle) for r in results)
+    assert len({r.task_id for r in results if isinstance(r, TaskHandle)}) == 18
+    # 12 identical specs: 2 calls (10 + 2); 6 distinct: 6 calls.
+    assert launcher.stats.requests["RunTask"] == 8
+    assert elapsed >= 7 / 15 * 0.9  # under 20 calls/s
+    _wait_stopped(launcher, [r for r in results if isinstance(r, TaskHandle)], 30)
+
+
+# -- states ---------------------------------------------------------------------------------
+
+def test_states_of_faulty_tasks(fargate: FargateEmulator, launcher: FargateLauncher,
+                                store: S3Store) -> None:
+    fargate.runner = sleeper()
+    fargate.inject("oom", after=0.3)
+    fargate.inject("spot_interruption", after=0.3)
+    fargate.inject("cannot_pull")
+    handles = [h for h in launcher.launch([_idle_spec(store) for _ in range(3)])
+               if isinstance(h, TaskHandle)]
+    oom, spot, pull = _wait_stopped(launcher, handles, 30)
+    assert oom.exit_code == 137 and oom.stop_code == "EssentialContainerExited"
+    assert "OutOfMemoryError" in (oom.stopped_reason or "") and not oom.interrupted
+    assert oom.started_at is not None and oom.stopped_at is not None
+    assert spot.stop_code == "SpotInterruption" and spot.interrupted
+    assert pull.stop_code == "TaskFailedToStart" and "CannotPullContainerError" in (
+        pull.stopped_reason or "") and pull.started_at is None
+    assert launcher.stats.requests["DescribeTasks"] >= 1
+
+
+def test_never_started_task_stays_pending_until_stopped(
+        fargate: FargateEmulator, launcher: FargateLauncher, store: S3Store) -> None:
+    fargate.runner = sleeper()
+    fargate.inject("never_starts")
+    (handle,) = launcher.launch([_idle_spec(store)])
+    assert isinstance(handle, TaskHandle)
+    time.sleep(0.3)
+    assert launcher.poll([handle])[0].phase is TaskPhase.PENDING
+    launcher.stop([handle], "did not start within start_timeout")
+    (state,) = _wait_stopped(launcher, [handle], 10)
+    assert state.stop_code == "UserInitiated" and state.exit_code is None
+    assert "start_timeout" in (state.stopped_reason or "")
+
+
+def test_poll_asks_at_most_100_tasks_a_call(fargate: FargateEmulator, launcher: FargateLauncher,
+                                            store: S3Store) -> None:
+    fargate.runner = sleeper(0.2)
+    asked: list[int] = []
+    fargate.proxy.add_hook(
+        lambda r: asked.append(len(r.json()["tasks"])) if r.operation == "DescribeTasks" else None)
+    (real,) = launcher.launch([_idle_spec(store, 0.2)])
+    assert isinstance(real, TaskHandle)
+    fake = [TaskHandle(f"w{i}", f"{real.task_id}-{i}") for i in range(150)]
+    states = launcher.poll([real] + fake)
+    assert len(states) == 151 and asked == [100, 51]
+    _wait_stopped(launcher, [real], 30)
+    before = len(asked)
+    launcher.poll([real])
+    assert len(asked) == before  # a STOPPED task is final, never asked again
+
+
+def test_log_tail_of_a_stopped_task(fargate: FargateEmulator, launcher: FargateLauncher,
+                                    store: S3Store) -> None:
+    fargate.runner = sleeper(0.2)
+    (handle,) = launcher.launch([_idle_spec(store, 0.2)])
+    assert isinstance(handle, TaskHandle)
+    _wait_stopped(launcher, [handle], 30)
+    assert launcher.log_tail(handle) == "container up"
+    assert launcher.stats.requests["logs:GetLogEvents"] == 1
+    assert launcher.log_tail(TaskHandle("x", "arn:aws:ecs:us-east-1:1:task/c/none")) == ""
+
+
+def test_close_stops_what_it_started(fargate: FargateEmulator, launcher: FargateLauncher,
+                                     store: S3Store) -> None:
+    fargate.runner = sleeper()
+    handles = launcher.launch([_idle_spec(store) for _ in range(3)])
+    assert all(isinstance(h, TaskHandle) for h in handles)
+    launcher.close()
+    assert fargate.wait_stopped(10)
+    assert launcher.stats.requests["StopTask"] == 3
+    launcher.close()  # idempotent
+    assert launcher.stats.requests["StopTask"] == 3
+
+
+# -- capacity -------------------------------------------------------------------------------
+
+def test_capacity_caps_to_the_quota_and_warns_once(
+        fargate: FargateEmulator, cluster: str, bucket: str, store: S3Store,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    config = fargate_config(cluster, bucket, cpu=1, memory=2048)
+    launcher = FargateLauncher.from_config(config, "q", store.url, vcpu_quota_fallback=4)
+    try:
+        with pytest.warns(UserWarning, match="L-3032A538") as record:
+            assert launcher.capacity(10) == 4
+        assert "request-service-quota-increase" in str(record[0].message)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert launcher.capacity(10) == 4
+            assert launcher.capacity(2) == 2
+    finally:
+        launcher.close()
+    monkeypatch.setenv("STARBURST_FARGATE_VCPU_QUOTA", "100")
+    roomy = FargateLauncher.from_config(config, "q", store.url)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            assert roomy.capacity(10) == 10
+    finally:
+        roomy.close()
+
+
+def test_capacity_counts_vcpus_in_use(fargate: FargateEmulator, cluster: str, bucket: str,
+                                      store: S3Store) -> None:
+    fargate.runner = sleeper()
+    config = fargate_config(cluster, bucket, cpu=1, memory=2048)
+    busy = FargateLauncher.from_config(config, "busy", store.url)
+    launcher = FargateLauncher.from_config(config, "q", store.url, vcpu_quota_fallback=5)
+    try:
+        handles = busy.launch([_idle_spec(store) for _ in range(2)])
+        assert all(isinstance(h, TaskHandle) for h in handles)
+        with pytest.warns(UserWarning, match="2 are in use"):
+            assert launcher.capacity(8) == 3
+    finally:
+        busy.close()
+        launcher.close()
