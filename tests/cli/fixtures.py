@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -43,8 +44,13 @@ def moto_server() -> Iterator[MotoServer]:
 
 @pytest.fixture
 def aws(moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> MotoServer:
-    """A clean moto account, boto3 pointed at it, and a config file path in ``tmp_path``."""
-    moto_server.reset()
+    """A fresh moto account, boto3 pointed at it, and a config file path in ``tmp_path``.
+
+    Each test gets its own account (``MOTO_ACCOUNT_ID``, read by the in-process server on every
+    request) instead of a reset, which would wipe the state of other test modules' servers:
+    moto's backends are global to the process.
+    """
+    monkeypatch.setenv("MOTO_ACCOUNT_ID", f"{random.randrange(10**11, 10**12)}")
     for name, value in moto_server.env().items():
         monkeypatch.setenv(name, value)
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
@@ -75,3 +81,8 @@ def recorded(aws: MotoServer) -> tuple[Clients, CallRecorder]:
     recorder = CallRecorder()
     session.events.register("before-call", recorder)
     return Clients("us-east-1", session=session), recorder
+
+
+def account_bucket() -> str:
+    """The bucket setup creates by default in the current test's account."""
+    return f"starburst-{os.environ['MOTO_ACCOUNT_ID']}-us-east-1"

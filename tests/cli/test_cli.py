@@ -13,7 +13,8 @@ from starburst_executor import cli
 from starburst_executor.config import load_config
 from starburst_executor.provision import Clients, cleanup, doctor, logs, status
 
-BUCKET = "starburst-123456789012-us-east-1"
+from .fixtures import account_bucket
+
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -140,7 +141,7 @@ def _setup_for_objects(capsys) -> None:
     """Run setup, then drop the TLS-only bucket policy: moto enforces it, and its endpoint on
     loopback is plain HTTP, so every object request would be refused."""
     assert run(capsys, "setup", "--region", "us-east-1")[0] == 0
-    boto3.client("s3").delete_bucket_policy(Bucket=BUCKET)
+    boto3.client("s3").delete_bucket_policy(Bucket=account_bucket())
 
 
 def _run_task(session_id: str, cluster: str = "starburst") -> str:
@@ -167,9 +168,9 @@ def _session(session_id: str, created: float, heartbeat: float | None) -> None:
     doc = {"session_id": session_id, "created": created, "backend": "fargate"}
     if heartbeat is not None:
         doc["heartbeat"] = heartbeat
-    boto3.client("s3").put_object(Bucket=BUCKET, Key=f"starburst/sessions/{session_id}/session.json",
+    boto3.client("s3").put_object(Bucket=account_bucket(), Key=f"starburst/sessions/{session_id}/session.json",
                                   Body=json.dumps(doc).encode())
-    boto3.client("s3").put_object(Bucket=BUCKET, Key=f"starburst/sessions/{session_id}/batches/b1",
+    boto3.client("s3").put_object(Bucket=account_bucket(), Key=f"starburst/sessions/{session_id}/batches/b1",
                                   Body=b"x")
 
 
@@ -217,7 +218,7 @@ def test_cleanup_stops_orphans_and_leaves_live_sessions(aws, capsys):
     desired = {str(t["taskArn"]).rsplit("/", 1)[-1]: t["desiredStatus"] for t in tasks}
     assert desired[live_task] == "RUNNING"
     assert desired[dead_task] == "STOPPED" and desired[quiet_task] == "STOPPED"
-    keys = boto3.client("s3").list_objects_v2(Bucket=BUCKET, Prefix="starburst/sessions/dead/")
+    keys = boto3.client("s3").list_objects_v2(Bucket=account_bucket(), Prefix="starburst/sessions/dead/")
     assert keys["KeyCount"] == 0
 
 
@@ -274,4 +275,4 @@ def test_teardown_needs_confirmation_then_removes_what_setup_created(aws, capsys
     assert "deleted bucket" in out and "deleted cluster starburst" in out
     assert f"stopping task {task}" in out and "deregistered task definition starburst-test:1" in out
     names = [b["Name"] for b in boto3.client("s3").list_buckets()["Buckets"]]
-    assert BUCKET not in names
+    assert account_bucket() not in names

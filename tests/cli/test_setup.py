@@ -9,6 +9,8 @@ import boto3
 from starburst_executor.config import load_config
 from starburst_executor.provision import SetupOptions, setup
 
+from .fixtures import account_bucket
+
 
 def test_setup_creates_everything_then_changes_nothing(recorded, tmp_path):
     clients, recorder = recorded
@@ -25,7 +27,7 @@ def test_setup_creates_everything_then_changes_nothing(recorded, tmp_path):
     assert all("[unchanged]" in line for line in again[1:-1])
 
     config = load_config()
-    assert config.bucket == "starburst-123456789012-us-east-1"
+    assert config.bucket == account_bucket()
     assert config.region == "us-east-1" and config.cluster == "starburst"
     assert config.subnets and config.security_groups
     assert config.execution_role.endswith(":role/starburstECSExecutionRole")
@@ -35,7 +37,7 @@ def test_setup_creates_everything_then_changes_nothing(recorded, tmp_path):
 def test_setup_resources_are_private_tagged_and_least_privilege(recorded):
     clients, _ = recorded
     setup(SetupOptions(session_days=3, keep_images=5), clients=clients, log=lambda _: None)
-    bucket = "starburst-123456789012-us-east-1"
+    bucket = account_bucket()
     s3 = boto3.client("s3")
     assert all(s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"].values())
     policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
