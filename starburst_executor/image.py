@@ -436,6 +436,14 @@ def _check_base(
             f"base image {base} is built for {arch}, but architecture={recipe.architecture} needs "
             f"{platform}: use a multi-platform base image or one built for {platform}"
         )
+    hint = ""
+    if daemon_arch and daemon_arch != recipe.architecture:
+        hint = (
+            f" The daemon runs on {daemon_arch} and cannot run {recipe.architecture} images, so it "
+            f"cannot build them: register QEMU emulation (`apt-get install qemu-user-static "
+            f"binfmt-support`), build on an {recipe.architecture} machine, or use "
+            f"architecture={daemon_arch}."
+        )
     try:
         out = client.containers.run(
             base,
@@ -443,17 +451,9 @@ def _check_base(
             remove=True, network_mode="none", platform=platform,
         )
     except docker.errors.ContainerError as exc:
-        hint = ""
-        if daemon_arch and daemon_arch != recipe.architecture:
-            hint = (
-                f" The daemon runs on {daemon_arch} and cannot run {recipe.architecture} images, so "
-                f"it cannot build them: register QEMU emulation (`apt-get install "
-                f"qemu-user-static binfmt-support`), build on an {recipe.architecture} machine, or "
-                f"use architecture={daemon_arch}."
-            )
         raise ImageError(f"base image {base} cannot run python3 on this daemon: {exc}.{hint}") from None
     except docker.errors.APIError as exc:
-        raise ImageError(f"cannot start base image {base}: {exc.explanation or exc}") from None
+        raise ImageError(f"cannot start base image {base}: {exc.explanation or exc}.{hint}") from None
     minor = out.decode().strip()
     wanted = recipe.environment.python_minor
     if minor != wanted:
