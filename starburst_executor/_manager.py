@@ -454,22 +454,29 @@ class Manager(threading.Thread):
     def _dispatch(self) -> bool:
         if not self._has_work():
             return False
-        progress = False
         now = time.monotonic()
         reuse_limit = self._config.idle_timeout / 2
         live = [w for w in self._workers.values() if w.stop_reason is None]
-        for worker in sorted(live, key=lambda w: len(w.batches)):
-            if worker.idle_since is not None and now - worker.idle_since > reuse_limit:
-                continue  # about to exit idle: give the work to a fresh worker instead
-            # Two batches per worker: the next one is already assigned when a batch ends.
-            while len(worker.batches) < 2:
-                batch = self._form_batch(self._capacity or self._max_workers)
-                if batch is None:
-                    break
-                self._assign(worker, batch)
-                progress = True
+        # A worker idle for long is about to exit: give the work to a fresh worker instead.
+        usable = [w for w in live
+                  if w.idle_since is None or now - w.idle_since <= reuse_limit]
+        progress = self._fill(usable, depth=1)
         if self._has_work() and now >= self._launch_not_before:
             progress |= self._launch_workers(live)
+        # Only with no room for more workers does a busy one get a second batch, assigned
+        # ahead so that it starts the moment its current batch ends.
+        progress |= self._fill(usable, depth=2)
+        return progress
+
+    def _fill(self, workers: list[_Worker], depth: int) -> bool:
+        progress = False
+        for worker in workers:
+            while len(worker.batches) < depth:
+                batch = self._form_batch(self._capacity or self._max_workers)
+                if batch is None:
+                    return progress
+                self._assign(worker, batch)
+                progress = True
         return progress
 
     def _launch_workers(self, live: list[_Worker]) -> bool:
@@ -653,6 +660,8 @@ class Manager(threading.Thread):
                 index_of[key] = len(digests)
                 digests.append(digest)
             calls.append((item.item_id, index_of[key], item.args, item.kwargs))
+        if not calls:
+            return None
         by_id = {item.item_id: item for item in items}
         batch_id = f"b{self._next_batch:09d}"
         try:

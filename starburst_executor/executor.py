@@ -19,7 +19,6 @@ import atexit
 import itertools
 import os
 import secrets
-import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -33,6 +32,7 @@ from ._progress import ProgressBar
 from .config import Config, load_config
 from .errors import ExecutorBroken
 from .planner import BatchPolicy
+from .storage import open_store
 
 __all__ = ["FargateExecutor", "starburst_map", "starburst_cluster"]
 
@@ -101,7 +101,6 @@ class FargateExecutor(Executor):
         self._backend = build_backend(config, self._session_id)
         self._intake = Intake(ProgressBar() if config.progress else None)
         self._manager: Manager | None = None
-        self._start_lock = threading.Lock()
         self._announced = False
         self._policy = BatchPolicy(
             min_batch_seconds=0.05 if config.backend == "local" else 5.0)
@@ -234,35 +233,32 @@ class FargateExecutor(Executor):
                 futures.append(future)
             if intake.progress is not None:
                 intake.progress.add(len(calls))
-        self._start_manager()
+            if self._manager is None:
+                # Under the lock, so a concurrent shutdown() either sees this manager and
+                # waits for it, or made this submit raise.
+                self._start_manager()
         intake.wake()
         return futures
 
     def _start_manager(self) -> None:
-        if self._manager is not None:
-            return
-        with self._start_lock:
-            if self._manager is not None:
-                return
-            backend = self._backend
-            from .storage import open_store
-
-            manager = Manager(
-                self,
-                self._intake,
-                open_store(backend.store_url),
-                backend.launcher,
-                self._config,
-                session_id=self._session_id,
-                max_workers=self._max_workers,
-                policy=self._policy,
-                delete_session=backend.delete_session,
-                store_name=backend.store_name,
-                launcher_name=backend.launcher_name,
-                price=_price_function(self._config),
-            )
-            manager.start()
-            self._manager = manager
+        """Start the manager thread (the caller holds ``self._intake.lock``)."""
+        backend = self._backend
+        manager = Manager(
+            self,
+            self._intake,
+            open_store(backend.store_url),
+            backend.launcher,
+            self._config,
+            session_id=self._session_id,
+            max_workers=self._max_workers,
+            policy=self._policy,
+            delete_session=backend.delete_session,
+            store_name=backend.store_name,
+            launcher_name=backend.launcher_name,
+            price=_price_function(self._config),
+        )
+        manager.start()
+        self._manager = manager
 
     def _terminate(self, reason: str) -> None:
         """Cancel pending calls, fail running ones and stop every worker, now."""

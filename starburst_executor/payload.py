@@ -20,8 +20,10 @@ Records (plain, picklable with the stdlib pickle):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import os
 import pickle
 import platform
 import struct
@@ -244,9 +246,10 @@ def decode_result(record: ResultRecord) -> tuple[bool, Any]:
 
 # -- client-side pickling -------------------------------------------------------------------
 
-_local_modules_seen = -1
+_modules_checked: set[str] = set()
 
 
+@functools.lru_cache(maxsize=1)
 def _system_prefixes() -> tuple[str, ...]:
     import site
     import sysconfig
@@ -254,10 +257,6 @@ def _system_prefixes() -> tuple[str, ...]:
     paths = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
     paths.update(site.getsitepackages())
     paths.add(site.getusersitepackages())
-    paths.add(sys.prefix)
-    paths.add(sys.base_prefix)
-    import os
-
     return tuple(os.path.realpath(p) + os.sep for p in paths if p)
 
 
@@ -267,14 +266,14 @@ def register_local_modules() -> None:
     A worker has the client's installed packages (the image is built from them), but not the
     modules lying in the user's working directory: code from those must travel in the pickle.
     """
-    global _local_modules_seen
-    if len(sys.modules) == _local_modules_seen:
+    new = [name for name in list(sys.modules) if "." not in name and name not in _modules_checked]
+    if not new:
         return
-    import os
-
     prefixes = _system_prefixes()
-    for name, module in list(sys.modules.items()):
-        if "." in name or name == "__main__" or name == "starburst_executor" or module is None:
+    for name in new:
+        _modules_checked.add(name)
+        module = sys.modules.get(name)
+        if name in ("__main__", "starburst_executor") or module is None:
             continue
         file = getattr(module, "__file__", None)
         if not file:
@@ -286,7 +285,6 @@ def register_local_modules() -> None:
             cloudpickle.register_pickle_by_value(module)
         except ValueError:
             pass
-    _local_modules_seen = len(sys.modules)
 
 
 def pickle_function(fn: Any) -> bytes:

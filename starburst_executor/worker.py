@@ -132,7 +132,11 @@ class Worker:
 
 
 class _PartWriter:
-    """Collects records and writes them as numbered result parts."""
+    """Collects records and writes them as numbered result parts.
+
+    A background thread flushes every ``flush_interval``, so a result that is ready does not
+    wait behind a long call of the same batch.
+    """
 
     def __init__(self, worker: Worker, batch_id: str, attempt: int):
         self.worker = worker
@@ -142,17 +146,38 @@ class _PartWriter:
         self.records: list[payload.ResultRecord] = []
         self.size = 0
         self.last_flush = time.monotonic()
+        self._lock = threading.Lock()  # held while a part is written, so parts stay in order
+        self._closed = threading.Event()
+        self._flusher = threading.Thread(target=self._flush_periodically,
+                                         name="starburst-flusher", daemon=True)
+        self._flusher.start()
 
     def add(self, record: payload.ResultRecord) -> None:
-        self.records.append(record)
-        self.size += len(record.data)
-        if (
-            self.size >= self.worker.flush_bytes
-            or time.monotonic() - self.last_flush >= self.worker.flush_interval
-        ):
-            self.flush(final=False)
+        with self._lock:
+            self.records.append(record)
+            self.size += len(record.data)
+            if self.size >= self.worker.flush_bytes:
+                self._write(final=False)
+
+    def _flush_periodically(self) -> None:
+        interval = self.worker.flush_interval
+        while not self._closed.wait(interval):
+            with self._lock:
+                if self.records and time.monotonic() - self.last_flush >= interval:
+                    try:
+                        self._write(final=False)
+                    except Exception as exc:  # the records stay for the next flush
+                        _log(f"{self.worker.worker_id}: writing results failed, will retry: "
+                             f"{type(exc).__name__}: {exc}")
 
     def flush(self, *, final: bool) -> None:
+        if final:
+            self._closed.set()
+            self._flusher.join()
+        with self._lock:
+            self._write(final=final)
+
+    def _write(self, *, final: bool) -> None:
         part = payload.ResultPart(
             self.batch_id, self.attempt, self.worker.worker_id, self.records, final
         )
