@@ -140,7 +140,7 @@ def client(
     region = resolve_region(region)
     config = botocore.config.Config(
         region_name=region,
-        retries={"mode": retry_mode, "max_attempts": max_attempts},
+        retries={"mode": retry_mode, "total_max_attempts": max_attempts},
         connect_timeout=10,
         read_timeout=60,
         max_pool_connections=max_pool_connections,

@@ -219,6 +219,7 @@ class FargateEmulator:
         self.proxy = AwsProxy(moto.endpoint)
         self._lock = threading.RLock()
         self._tasks: dict[str, EmulatedTask] = {}
+        self._ignored: set[str] = set()
         self._faults: collections.deque[_Fault] = collections.deque()
         self._run_task_failures: collections.deque[tuple[str, str | None]] = collections.deque()
         self._wake = threading.Event()
@@ -230,6 +231,9 @@ class FargateEmulator:
     # -- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> FargateEmulator:
+        # Tasks already on the server belong to someone else (an earlier emulator): leave them.
+        self._ignored = {arn for backend in self._backends()
+                         for tasks in list(backend.tasks.values()) for arn in list(tasks)}
         self.moto.freeze_task_transitions()
         self.proxy.start()
         self._thread = threading.Thread(target=self._loop, name="starburst-fargate-emulator",
@@ -426,7 +430,7 @@ class FargateEmulator:
             for cluster, tasks in list(backend.tasks.items()):
                 for arn, moto_task in list(tasks.items()):
                     with self._lock:
-                        known = arn in self._tasks
+                        known = arn in self._tasks or arn in self._ignored
                     if not known:
                         self._adopt(backend, cluster, arn, moto_task)
         for task in self.tasks:
@@ -524,6 +528,7 @@ class FargateEmulator:
                 return
             task.stopped_at = time.time()
         task.exit_code, task.stop_code, task.stopped_reason = exit_code, stop_code, reason
+        self._push_logs(task)  # before STOPPED shows, as the awslogs driver flushes first
         moto_task = task.moto
         if moto_task is not None:
             now = datetime.datetime.now(datetime.timezone.utc)
@@ -539,7 +544,6 @@ class FargateEmulator:
                 if container_reason:
                     container.reason = container_reason
             moto_task.last_status = "STOPPED"
-        self._push_logs(task)
 
     def _push_logs(self, task: EmulatedTask) -> None:
         if task.container is None or not task.log_group or not task.log_stream:

@@ -1,0 +1,174 @@
+"""The emulated Fargate data plane, driven with plain boto3 as a user's own code would."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import boto3
+import botocore.config
+import botocore.exceptions
+import pytest
+
+from starburst_executor.testing import FargateEmulator
+
+from ..aws_fixtures import REGION, fargate, make_bucket, make_cluster, moto_server  # noqa: F401
+
+
+def _client(service: str, fargate: FargateEmulator, **config: Any) -> Any:
+    return boto3.client(service, region_name=REGION, endpoint_url=fargate.proxy.endpoint,
+                        aws_access_key_id="testing", aws_secret_access_key="testing",
+                        config=botocore.config.Config(**config))
+
+
+def _run(fargate: FargateEmulator, cluster: str, command: list[str],
+         env: dict[str, str] | None = None, count: int = 1) -> list[str]:
+    ecs = _client("ecs", fargate)
+    subnet = _client("ec2", fargate).describe_subnets()["Subnets"][0]["SubnetId"]
+    ecs.register_task_definition(
+        family="emu", networkMode="awsvpc", requiresCompatibilities=["FARGATE"], cpu="256",
+        memory="512", containerDefinitions=[{
+            "name": "main", "image": "example/image:1", "memory": 512,
+            "command": ["python", "-c", "print('default command')"],
+            "logConfiguration": {"logDriver": "awslogs", "options": {
+                "awslogs-group": "/emu", "awslogs-region": REGION,
+                "awslogs-stream-prefix": "p"}}}])
+    answer = ecs.run_task(
+        cluster=cluster, taskDefinition="emu", launchType="FARGATE", count=count,
+        networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet],
+                                                      "securityGroups": ["sg-1"]}},
+        overrides={"containerOverrides": [{
+            "name": "main", "command": command,
+            "environment": [{"name": k, "value": v} for k, v in (env or {}).items()]}]})
+    return [t["taskArn"] for t in answer["tasks"]] + [f["reason"] for f in answer["failures"]]
+
+
+def _wait(fargate: FargateEmulator, cluster: str, arn: str, status: str = "STOPPED",
+          timeout: float = 20) -> dict[str, Any]:
+    ecs = _client("ecs", fargate)
+    deadline = time.monotonic() + timeout
+    while True:
+        task = ecs.describe_tasks(cluster=cluster, tasks=[arn])["tasks"][0]
+        if task["lastStatus"] == status:
+            return dict(task)
+        assert time.monotonic() < deadline, task["lastStatus"]
+        time.sleep(0.05)
+
+
+@pytest.fixture
+def cluster(fargate: FargateEmulator) -> str:
+    return make_cluster(fargate.moto)
+
+
+def test_runs_the_command_with_its_environment_and_reports_the_exit_code(
+        fargate: FargateEmulator, cluster: str) -> None:
+    (arn,) = _run(fargate, cluster, [
+        "python", "-c", "import os, sys; print('hello', os.environ['GREETING']); sys.exit(3)"],
+        {"GREETING": "world"})
+    task = _wait(fargate, cluster, arn)
+    assert task["containers"][0]["exitCode"] == 3
+    assert task["stopCode"] == "EssentialContainerExited"
+    assert task["startedAt"] <= task["stoppedAt"]
+    events = _client("logs", fargate).get_log_events(
+        logGroupName="/emu", logStreamName=f"p/main/{arn.rsplit('/', 1)[-1]}")["events"]
+    assert [e["message"] for e in events] == ["hello world"]
+
+
+def test_containers_reach_moto_through_the_proxy(fargate: FargateEmulator,
+                                                cluster: str) -> None:
+    bucket = make_bucket(fargate.moto)
+    code = (f"import boto3; boto3.client('s3').put_object(Bucket='{bucket}', Key='k', "
+            "Body=b'from the task')")
+    (arn,) = _run(fargate, cluster, ["python", "-c", code])
+    assert _wait(fargate, cluster, arn)["containers"][0]["exitCode"] == 0
+    body = _client("s3", fargate).get_object(Bucket=bucket, Key="k")["Body"].read()
+    assert body == b"from the task"
+    assert fargate.proxy.requests[("s3", "PutObject")] == 1
+
+
+def test_oom(fargate: FargateEmulator, cluster: str) -> None:
+    fargate.inject("oom", after=0.2)
+    (arn,) = _run(fargate, cluster, ["python", "-c", "import time; time.sleep(30)"])
+    task = _wait(fargate, cluster, arn)
+    assert task["containers"][0]["exitCode"] == 137
+    assert task["containers"][0]["reason"].startswith("OutOfMemoryError")
+    assert task["stoppedReason"] == "Essential container in task exited"
+
+
+def test_spot_interruption(fargate: FargateEmulator, cluster: str) -> None:
+    fargate.inject("spot_interruption", after=0.2)
+    (arn,) = _run(fargate, cluster, ["python", "-c", "import time; time.sleep(30)"])
+    task = _wait(fargate, cluster, arn)
+    assert task["stopCode"] == "SpotInterruption"
+    assert task["containers"][0]["exitCode"] == 143  # SIGTERM
+
+
+def test_never_starts_until_stopped(fargate: FargateEmulator, cluster: str) -> None:
+    fargate.inject("never_starts")
+    (arn,) = _run(fargate, cluster, ["python", "-c", "print('never')"])
+    time.sleep(0.3)
+    assert _wait(fargate, cluster, arn, "PENDING")["lastStatus"] == "PENDING"
+    _client("ecs", fargate).stop_task(cluster=cluster, task=arn, reason="gave up")
+    task = _wait(fargate, cluster, arn)
+    assert task["stopCode"] == "UserInitiated" and task["stoppedReason"] == "gave up"
+    assert "exitCode" not in task["containers"][0]
+
+
+def test_stop_task_signals_a_running_container(fargate: FargateEmulator, cluster: str) -> None:
+    (arn,) = _run(fargate, cluster, ["python", "-c", "import time; time.sleep(30)"])
+    _wait(fargate, cluster, arn, "RUNNING")
+    _client("ecs", fargate).stop_task(cluster=cluster, task=arn, reason="enough")
+    task = _wait(fargate, cluster, arn)
+    assert task["stopCode"] == "UserInitiated"
+    assert task["containers"][0]["exitCode"] == 143
+
+
+def test_stop_kills_what_ignores_sigterm(fargate: FargateEmulator, cluster: str) -> None:
+    code = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
+            "print('up', flush=True); time.sleep(30)")
+    (arn,) = _run(fargate, cluster, ["python", "-c", code])
+    _wait(fargate, cluster, arn, "RUNNING")
+    time.sleep(0.3)
+    _client("ecs", fargate).stop_task(cluster=cluster, task=arn, reason="now")
+    task = _wait(fargate, cluster, arn, timeout=10)
+    assert task["containers"][0]["exitCode"] == 137
+
+
+def test_cannot_pull(fargate: FargateEmulator, cluster: str) -> None:
+    fargate.inject("cannot_pull")
+    (arn,) = _run(fargate, cluster, ["python", "-c", "print('never')"])
+    task = _wait(fargate, cluster, arn)
+    assert task["stopCode"] == "TaskFailedToStart"
+    assert "CannotPullContainerError" in task["stoppedReason"]
+
+
+def test_run_task_failures(fargate: FargateEmulator, cluster: str) -> None:
+    fargate.fail_run_task("RESOURCE:FARGATE", times=1)
+    assert _run(fargate, cluster, ["python", "-c", "pass"], count=2) == [
+        "RESOURCE:FARGATE", "RESOURCE:FARGATE"]
+    assert len(_run(fargate, cluster, ["python", "-c", "pass"])) == 1
+    assert fargate.proxy.injected[("ecs", "RunTask")] == 1
+
+
+def test_s3_slow_down(fargate: FargateEmulator) -> None:
+    bucket = make_bucket(fargate.moto)
+    s3 = _client("s3", fargate, retries={"total_max_attempts": 1, "mode": "standard"})
+    fargate.s3_slow_down(times=1, operation="PutObject")
+    with pytest.raises(botocore.exceptions.ClientError, match="SlowDown"):
+        s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+
+
+def test_stop_ends_every_task(moto_server: Any) -> None:
+    with FargateEmulator(moto_server) as emulator:
+        cluster = make_cluster(moto_server)
+        arns = _run(emulator, cluster, ["python", "-c", "import time; time.sleep(30)"], count=2)
+        for arn in arns:
+            _wait(emulator, cluster, arn, "RUNNING")
+    assert not emulator.running()
+    assert [t.exit_code for t in emulator.tasks] == [137, 137], emulator.tasks
+
+
+def test_unknown_fault(fargate: FargateEmulator) -> None:
+    with pytest.raises(ValueError, match="oom"):
+        fargate.inject("gremlins")
