@@ -34,6 +34,16 @@ class ContractError(Exception):
         return f"[{self.code}] {self.detail}"
 
 
+class Multiplier:
+    """A callable object."""
+
+    def __init__(self, k: int):
+        self.k = k
+
+    def __call__(self, x: int) -> int:
+        return self.k * x
+
+
 def square(x: int) -> int:
     return x * x
 

@@ -20,9 +20,12 @@ and calls that must stay running wait on a file "gate" with a time limit (see ``
 
 from __future__ import annotations
 
+import functools
+import gc
 import importlib
 import inspect
 import os
+import random
 import sys
 import textwrap
 import threading
@@ -117,6 +120,14 @@ class ExecutorContract(_Fixtures):
 
     def test_submit_builtin_function(self, executor: Executor) -> None:
         assert executor.submit(pow, 2, 10).result(timeout=T) == 1024
+
+    def test_submit_partial_and_callable_object(self, executor: Executor) -> None:
+        assert executor.submit(functools.partial(fx.add, 1), 2).result(timeout=T) == 3
+        assert executor.submit(fx.Multiplier(3), 5).result(timeout=T) == 15
+
+    def test_submit_keyword_arguments_named_fn_and_self(self, executor: Executor) -> None:
+        # submit(fn, /, *args, **kwargs): these names belong to the call, not to submit.
+        assert executor.submit(dict, fn=1, self=2).result(timeout=T) == {"fn": 1, "self": 2}
 
     def test_result_timeout_raises_timeout_error_in_time(
         self, executor: Executor, gates: Callable[[], Gate]
@@ -289,6 +300,53 @@ class ExecutorContract(_Fixtures):
         for f in cancelled:
             with pytest.raises(CancelledError):
                 f.result(timeout=0)
+
+    def test_an_executor_dropped_without_shutdown_finishes_its_work(
+        self, make_executor: MakeExecutor
+    ) -> None:
+        executor = make_executor(2)
+        futures = [executor.submit(fx.nap, 0.05, i) for i in range(3)]
+        del executor
+        gc.collect()
+        assert [f.result(timeout=T) for f in futures] == [0, 1, 2]
+
+    def test_a_first_submit_racing_shutdown_is_either_refused_or_finished(
+        self, executors: MakeExecutor
+    ) -> None:
+        # The submit either raises RuntimeError or returns a future that shutdown(wait=True)
+        # waits for.  Frequent thread switches and a random head start for the submitting
+        # thread make the two calls overlap in many of the rounds.
+        rng = random.Random(1234)
+        old_interval = sys.getswitchinterval()
+        sys.setswitchinterval(1e-6)
+        try:
+            for round_ in range(20):
+                executor = executors(2)
+                submitted: list[Future[int]] = []
+                start = threading.Barrier(2, timeout=T)
+
+                def submit_one(ex: Executor = executor, out: list[Any] = submitted) -> None:
+                    start.wait()
+                    try:
+                        out.append(ex.submit(fx.square, 3))
+                    except RuntimeError:
+                        pass
+
+                thread = threading.Thread(target=submit_one)
+                thread.start()
+                start.wait()
+                spin_until = time.perf_counter() + rng.uniform(0, 0.001)
+                while time.perf_counter() < spin_until:
+                    pass
+                executor.shutdown(wait=True)
+                finished = [f.done() for f in submitted]
+                thread.join(T)
+                if submitted:
+                    assert finished == [True], f"round {round_}: shutdown(wait=True) returned " \
+                                               "before a submitted call finished"
+                    assert submitted[0].result(timeout=T) == 9
+        finally:
+            sys.setswitchinterval(old_interval)
 
     def test_submit_after_shutdown_raises_runtime_error(self, executor: Executor) -> None:
         executor.submit(fx.square, 1).result(timeout=T)
@@ -728,6 +786,21 @@ class RemoteCallablesContract(_Fixtures):
             future.result(timeout=T)
         assert executor.submit(fx.square, 2).result(timeout=T) == 4
 
+    def test_exception_with_unpicklable_args_becomes_remote_error(
+        self, executor: Executor
+    ) -> None:
+        from starburst_executor import RemoteError
+
+        def fails_with_a_lock() -> None:
+            raise ValueError("cannot travel", threading.Lock())
+
+        with pytest.raises(RemoteError) as info:
+            executor.submit(fails_with_a_lock).result(timeout=T)
+        assert info.value.type_name == "ValueError"
+        assert "cannot travel" in info.value.message
+        assert "fails_with_a_lock" in info.value.traceback_text
+        assert executor.submit(fx.square, 2).result(timeout=T) == 4
+
     def test_unpicklable_result_names_its_type(self, executor: Executor) -> None:
         from starburst_executor import SerializationError
 
@@ -786,6 +859,18 @@ class RemoteCallablesContract(_Fixtures):
         assert 5 <= usage.batches <= 21
         assert usage.tasks_launched >= 1
         assert usage.bytes_uploaded > 0 and usage.bytes_downloaded > 0
+
+    def test_a_function_is_uploaded_once(self, executor: Executor) -> None:
+        blob = os.urandom(2 * 1024 * 1024)  # captured: makes the pickled function 2 MiB
+
+        def size_plus(i: int) -> int:
+            return len(blob) + i
+
+        for i in range(8):  # one call at a time: eight batches, one function
+            assert executor.submit(size_plus, i).result(timeout=T) == len(blob) + i
+        usage = executor.usage()  # type: ignore[attr-defined]
+        assert usage.batches >= 8
+        assert len(blob) <= usage.bytes_uploaded < 2 * len(blob)
 
     def test_progress_bar_is_drawn_on_stderr(
         self, executors: MakeExecutor, capsys: pytest.CaptureFixture[str]
