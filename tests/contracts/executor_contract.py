@@ -156,6 +156,23 @@ class ExecutorContract(_Fixtures):
         gate.open()
         assert slow.result(timeout=T) == "slow"
 
+    def test_a_busy_worker_does_not_hold_up_calls_a_free_worker_can_run(
+        self, executors: MakeExecutor, gates: Callable[[], Gate]
+    ) -> None:
+        # One worker is stuck in a long call; the other must get through every other call
+        # (with the stdlib pools, a call never waits while a worker is free).
+        executor = executors(2)
+        gate = gates()
+        slow = executor.submit(fx.wait_for_gate, gate.path, "slow")
+        _wait_until(slow.running, "the first call to start")
+        quick = [executor.submit(fx.nap, 0.02, i) for i in range(8)]
+        done, not_done = wait(quick, timeout=fx.GATE_LIMIT / 2)
+        assert not not_done, f"{len(not_done)} of 8 calls waited behind the busy worker"
+        assert [f.result(timeout=0) for f in quick] == list(range(8))
+        assert not slow.done()
+        gate.open()
+        assert slow.result(timeout=T) == "slow"
+
     # -- exceptions ---------------------------------------------------------------------------
 
     def test_exception_keeps_type_args_and_message(self, executor: Executor) -> None:
