@@ -401,10 +401,21 @@ class ExecutorContract(_Fixtures):
         executor = executors(2)
         with pytest.raises(KeyError, match="in the block"):
             with executor:
-                executor.submit(fx.square, 1)
+                futures = [executor.submit(fx.nap, 0.05, i) for i in range(6)]
                 raise KeyError("in the block")
+        # Finished, failed or cancelled (executors differ), but none left hanging.
+        assert all(f.done() for f in futures)
         with pytest.raises(RuntimeError):
             executor.submit(fx.square, 1)
+
+    def test_two_executors_at_once_keep_their_work_apart(self, executors: MakeExecutor) -> None:
+        first, second = executors(1), executors(1)
+        a = [first.submit(fx.add, i, 1000) for i in range(20)]
+        b = [second.submit(fx.add, i, 2000) for i in range(20)]
+        assert [f.result(timeout=T) for f in a] == [i + 1000 for i in range(20)]
+        assert [f.result(timeout=T) for f in b] == [i + 2000 for i in range(20)]
+        first.shutdown(wait=True)
+        assert second.submit(fx.square, 9).result(timeout=T) == 81
 
     # -- wait and as_completed ----------------------------------------------------------------
 
@@ -888,6 +899,13 @@ class RemoteCallablesContract(_Fixtures):
         usage = executor.usage()  # type: ignore[attr-defined]
         assert usage.batches >= 8
         assert len(blob) <= usage.bytes_uploaded < 2 * len(blob)
+
+    def test_workers_are_reused_across_maps(self, executor: Executor) -> None:
+        for _ in range(3):
+            assert list(executor.map(fx.square, range(100), timeout=T)) == [
+                i * i for i in range(100)]
+        usage = executor.usage()  # type: ignore[attr-defined]
+        assert 1 <= usage.tasks_launched <= 2  # max_workers: a cold start once per worker
 
     def test_progress_bar_is_drawn_on_stderr(
         self, executors: MakeExecutor, capsys: pytest.CaptureFixture[str]
