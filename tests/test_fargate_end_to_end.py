@@ -1,0 +1,139 @@
+"""FargateExecutor(backend="fargate") on the emulated Fargate: moto for the AWS APIs, worker
+subprocesses for the tasks, faults injected by the emulator.  Each fault ends in correct results
+after a retry, or in a clear error on the affected futures, in bounded time; after shutdown no
+task is left running."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from starburst_executor import FargateExecutor
+from starburst_executor.errors import WorkerLost
+from starburst_executor.launch.fargate import FargateLauncher
+from starburst_executor.testing import FargateEmulator
+
+from .aws_fixtures import REGION, fargate, make_bucket, make_cluster, moto_server  # noqa: F401
+
+
+def slow_square(x: int) -> int:
+    time.sleep(0.02)
+    return x * x
+
+
+@pytest.fixture
+def aws_setup(fargate: FargateEmulator, monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    # Poll faster than on AWS (tasks start in a second here, not a minute).
+    monkeypatch.setattr(FargateLauncher, "poll_interval", (0.05, 0.5))
+    return dict(backend="fargate", region=REGION, bucket=make_bucket(fargate.moto),
+                cluster=make_cluster(fargate.moto), image="example/worker:1", cpu=0.25,
+                memory=512)
+
+
+@pytest.fixture
+def run(fargate: FargateEmulator, aws_setup: dict[str, Any]) -> Iterator[Any]:
+    """run(**settings) -> FargateExecutor; checks at the end that no task is left running."""
+    executors: list[FargateExecutor] = []
+
+    def make(**settings: Any) -> FargateExecutor:
+        ex = FargateExecutor(**{**aws_setup, **settings})
+        executors.append(ex)
+        return ex
+
+    yield make
+    for ex in executors:
+        ex.shutdown(wait=True)
+    assert fargate.wait_stopped(15), f"tasks still running: {fargate.running()}"
+
+
+def test_map_on_fargate(run: Any, fargate: FargateEmulator) -> None:
+    with run(max_workers=2) as ex:
+        assert list(ex.map(slow_square, range(60), chunksize=10)) == [
+            x * x for x in range(60)]
+        usage = ex.usage()
+    assert 1 <= len(fargate.tasks) <= 2  # 6 batches, at most 2 workers: warm reuse
+    assert usage.tasks_launched == len(fargate.tasks)
+    assert usage.calls == 60
+    assert usage.requests.get("ecs.RunTask") == len(fargate.tasks)
+
+
+def test_oom_is_retried(run: Any, fargate: FargateEmulator) -> None:
+    fargate.inject("oom", after=0.5)
+    with run(max_workers=1) as ex:
+        assert list(ex.map(slow_square, range(20), chunksize=20)) == [x * x for x in range(20)]
+        assert ex.usage().retries >= 1
+    assert fargate.tasks[0].exit_code == 137
+
+
+def test_oom_every_time_fails_the_batch_with_the_reason(run: Any,
+                                                        fargate: FargateEmulator) -> None:
+    fargate.inject("oom", after=1.5, times=10)
+    started = time.monotonic()
+    with run(max_workers=1, max_retries=1) as ex:
+        futures = [ex.submit(time.sleep, 10) for _ in range(3)]
+        errors = [f.exception(timeout=60) for f in futures]
+    assert time.monotonic() - started < 60
+    error = errors[0]
+    assert isinstance(error, WorkerLost)
+    assert error.exit_code == 137
+    assert "OutOfMemoryError" in (error.stopped_reason or "")
+    assert "memory=" in str(error)
+    assert "starburst worker" in error.log_tail  # the task's CloudWatch log stream
+
+
+def test_spot_interruption_is_retried_without_using_a_retry(run: Any,
+                                                            fargate: FargateEmulator) -> None:
+    fargate.inject("spot_interruption", after=0.5)
+    with run(max_workers=1, spot=True, max_retries=0) as ex:
+        assert list(ex.map(slow_square, range(20), chunksize=20)) == [x * x for x in range(20)]
+    assert fargate.tasks[0].stop_code == "SpotInterruption"
+    assert all(t.spot for t in fargate.tasks)
+
+
+def test_task_that_never_starts_is_replaced(run: Any, fargate: FargateEmulator) -> None:
+    fargate.inject("never_starts")
+    with run(max_workers=1, start_timeout=2) as ex:
+        assert list(ex.map(slow_square, range(5), chunksize=5)) == [x * x for x in range(5)]
+    stuck = fargate.tasks[0]
+    assert stuck.started_at is None and stuck.stop_code == "UserInitiated"
+    assert len(fargate.tasks) >= 2
+
+
+def test_run_task_capacity_failures_are_retried(run: Any, fargate: FargateEmulator) -> None:
+    fargate.fail_run_task("RESOURCE:FARGATE", times=2)
+    with run(max_workers=1) as ex:
+        assert list(ex.map(slow_square, range(5))) == [x * x for x in range(5)]
+    assert fargate.proxy.injected[("ecs", "RunTask")] == 2
+
+
+def test_run_task_refusal_fails_the_futures_clearly(run: Any, fargate: FargateEmulator) -> None:
+    fargate.fail_run_task("ATTRIBUTE", times=50, detail="no such platform")
+    with run(max_workers=1) as ex:
+        future = ex.submit(slow_square, 3)
+        error = future.exception(timeout=60)
+    assert error is not None and "ATTRIBUTE" in str(error)
+    assert not fargate.tasks
+
+
+def test_s3_slow_down_is_absorbed(run: Any, fargate: FargateEmulator) -> None:
+    fargate.s3_slow_down(times=2)
+    with run(max_workers=1) as ex:
+        assert list(ex.map(slow_square, range(10))) == [x * x for x in range(10)]
+    assert sum(n for (s, _), n in fargate.proxy.injected.items() if s == "s3") == 2
+
+
+def test_error_in_the_with_block_stops_every_task(run: Any, fargate: FargateEmulator) -> None:
+    with pytest.raises(KeyError):
+        with run(max_workers=2) as ex:
+            futures = [ex.submit(time.sleep, 30) for _ in range(2)]
+            deadline = time.monotonic() + 30
+            while len([t for t in fargate.tasks if t.started_at]) < 2:
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            raise KeyError("boom")
+    assert fargate.wait_stopped(10)
+    assert all(f.done() for f in futures)
+    assert all(t.stop_code == "UserInitiated" for t in fargate.tasks)
