@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import threading
 import time
 from collections.abc import Sequence
@@ -152,7 +153,7 @@ class DockerLauncher:
             self.client.images.get(self.image)
         except docker.errors.ImageNotFound:
             try:
-                self.client.images.pull(self.image)
+                self.client.images.pull(self.image, auth_config=_ecr_auth(self.image or ""))
                 self.stats.count("pull")
             except docker.errors.APIError as exc:
                 reason = (
@@ -333,6 +334,29 @@ def _remove(client: Any, container_id: str) -> None:
         pass
     except docker.errors.APIError:
         pass  # removal already in progress
+
+
+_ECR_HOST = re.compile(r"^\d{12}\.dkr\.ecr(?:-fips)?\.([a-z0-9-]+)\.amazonaws\.com(?:\.cn)?/")
+
+
+def _ecr_auth(image: str) -> dict[str, str] | None:
+    """Pull credentials for an ECR image from ``ecr:GetAuthorizationToken``, so an image pushed
+    by ``starburst build`` runs here without ``docker login``; None for other registries or
+    when no AWS credentials are at hand (the daemon's own login is used then)."""
+    match = _ECR_HOST.match(image)
+    if match is None:
+        return None
+    try:
+        import base64
+
+        import boto3
+
+        ecr = boto3.session.Session(region_name=match.group(1)).client("ecr")
+        token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
+        user, _, password = base64.b64decode(token).decode().partition(":")
+    except Exception:  # no boto3, no credentials, no network: fall back to docker's login
+        return None
+    return {"username": user, "password": password}
 
 
 def _store_access(url: str) -> tuple[dict[str, dict[str, str]], str, dict[str, str]]:

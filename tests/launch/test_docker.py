@@ -19,6 +19,7 @@ from starburst_executor.launch.docker import LABEL_SESSION, DockerLauncher
 from starburst_executor.storage.local import LocalStore
 
 from ..contracts.launcher_contract import LauncherContract, _spec, _wait_stopped
+from ..aws_fixtures import aws, moto_server  # noqa: F401
 from ..docker_fixtures import base_image, docker_client, worker_image  # noqa: F401
 
 pytestmark = pytest.mark.timeout(300)
@@ -132,3 +133,11 @@ def test_no_image_is_a_clear_failure(tmp_path: Path) -> None:
     launcher = DockerLauncher(None)
     (failure,) = launcher.launch([_spec(LocalStore(tmp_path / "s"))])
     assert isinstance(failure, LaunchFailure) and "starburst build" in failure.reason
+
+
+def test_ecr_images_are_pulled_with_the_ecr_token(aws: Any) -> None:
+    from starburst_executor.launch.docker import _ecr_auth
+
+    uri = "123456789012.dkr.ecr.us-east-1.amazonaws.com/starburst-worker:py3.11-x86_64-abc"
+    assert _ecr_auth(uri) == {"username": "AWS", "password": "123456789012-auth-token"}
+    assert _ecr_auth("127.0.0.1:5000/starburst-worker:x") is None
