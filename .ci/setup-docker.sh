@@ -30,7 +30,7 @@ mkdir -p "$STATE" "$LOGS"
 
 # --- packages ---------------------------------------------------------------------------------
 missing=()
-for pkg in docker.io docker-registry apache2-utils debootstrap; do
+for pkg in docker.io docker-registry apache2-utils debootstrap curl; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
 done
 if [ ${#missing[@]} -gt 0 ]; then
@@ -51,7 +51,7 @@ if [ ${#missing[@]} -gt 0 ]; then
     fi
     [ $policy_created = 1 ] && rm -f /usr/sbin/policy-rc.d
 else
-    say "packages present: docker.io docker-registry apache2-utils debootstrap"
+    say "packages present: docker.io docker-registry apache2-utils debootstrap curl"
 fi
 
 # Debian's client is /usr/bin/docker; a newer one earlier on PATH works as well.
