@@ -194,6 +194,10 @@ class ExecutorContract(_Fixtures):
         assert (info.value.code, info.value.detail) == (7, "custom trouble")
         assert str(info.value) == "[7] custom trouble"
 
+    def test_an_exception_returned_as_a_value_is_not_raised(self, executor: Executor) -> None:
+        value = executor.submit(fx.identity, ValueError("just data")).result(timeout=T)
+        assert type(value) is ValueError and value.args == ("just data",)
+
     def test_an_exception_does_not_spoil_other_calls(self, executor: Executor) -> None:
         bad = executor.submit(fx.raise_value_error, "x")
         good = executor.submit(fx.square, 3)
@@ -827,6 +831,24 @@ class RemoteCallablesContract(_Fixtures):
         assert info.value.type_name == "ValueError"
         assert "cannot travel" in info.value.message
         assert "fails_with_a_lock" in info.value.traceback_text
+        assert executor.submit(fx.square, 2).result(timeout=T) == 4
+
+    def test_exception_that_cannot_be_rebuilt_becomes_remote_error(
+        self, executor: Executor
+    ) -> None:
+        from starburst_executor import RemoteError
+
+        class NeedsKeyword(Exception):
+            def __init__(self, *, code: int):  # pickle rebuilds exceptions from .args: fails
+                super().__init__(f"code {code}")
+
+        def fails_oddly() -> None:
+            raise NeedsKeyword(code=5)
+
+        with pytest.raises(RemoteError) as info:
+            executor.submit(fails_oddly).result(timeout=T)
+        assert "NeedsKeyword" in info.value.type_name
+        assert info.value.message == "code 5"
         assert executor.submit(fx.square, 2).result(timeout=T) == 4
 
     def test_unpicklable_result_names_its_type(self, executor: Executor) -> None:
