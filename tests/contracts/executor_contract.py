@@ -745,6 +745,29 @@ class RemoteCallablesContract(_Fixtures):
         futures = [executor.submit(scaler(k), 10) for k in range(30)]
         assert [f.result(timeout=T) for f in futures] == [10 * k for k in range(30)]
 
+    def test_function_from_a_local_package_submodule_travels_by_value(
+        self, executor: Executor, tmp_path: Path
+    ) -> None:
+        name = f"sbx_localpkg_{uuid.uuid4().hex[:8]}"
+        package = tmp_path / name
+        package.mkdir()
+        (package / "__init__.py").write_text("OFFSET = 1000\n")
+        (package / "tools.py").write_text(textwrap.dedent(f"""
+            from {name} import OFFSET
+
+            def shift(x):
+                return x + OFFSET
+            """))
+        sys.path.insert(0, str(tmp_path))
+        importlib.invalidate_caches()
+        try:
+            tools = importlib.import_module(f"{name}.tools")
+            assert executor.submit(tools.shift, 5).result(timeout=T) == 1005
+        finally:
+            sys.path.remove(str(tmp_path))
+            for module in [m for m in sys.modules if m == name or m.startswith(name + ".")]:
+                del sys.modules[module]
+
     def test_custom_exception_defined_in_the_test_is_caught_by_its_class(
         self, executor: Executor
     ) -> None:
