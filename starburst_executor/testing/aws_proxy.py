@@ -93,6 +93,17 @@ def _s3_operation(method: str, path: str, query: dict[str, list[str]]) -> str:
     return method
 
 
+class _Server(http.server.ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A client (a worker being killed, a closed keep-alive connection) hanging up is normal.
+        import sys
+
+        if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+            super().handle_error(request, client_address)
+
+
 class AwsProxy:
     """Forwards to ``target`` (a moto endpoint), counting requests and running hooks.
 
@@ -124,8 +135,7 @@ class AwsProxy:
 
             do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = do_PATCH = _handle
 
-        self._server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._server.daemon_threads = True
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self.endpoint = f"http://127.0.0.1:{self._server.server_address[1]}"
         self._thread: threading.Thread | None = None
 
