@@ -262,7 +262,7 @@ def translate(
     if is_throttling(exc):
         family = StoreError if service == "s3" else LaunchError
         return family(
-            f"AWS kept throttling {what}{on} ({code}) after {MAX_ATTEMPTS} attempts with backoff: "
+            f"AWS kept throttling {what}{on} ({code}) through every retry with backoff: "
             "lower max_workers or retry later"
         )
     if code in ("ClusterNotFoundException",):

@@ -38,6 +38,8 @@ class S3Store:
         prefix: the session's prefix inside it (no leading or trailing ``/`` needed).
         region: the bucket's region (default: boto3's region).
         kms_key_id: encrypt with this KMS key (SSE-KMS) instead of S3-managed keys (SSE-S3).
+        max_attempts: attempts per request, the first included; throttling (``SlowDown``) and
+            transient errors are retried with exponential backoff and jitter in between.
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class S3Store:
         *,
         region: str | None = None,
         kms_key_id: str | None = None,
+        max_attempts: int = _aws.MAX_ATTEMPTS,
     ):
         if not bucket or "/" in bucket:
             raise ConfigError(f"invalid S3 bucket name {bucket!r}")
@@ -60,7 +63,8 @@ class S3Store:
         self._lock = threading.Lock()
         query = urlencode({k: v for k, v in (("region", region), ("kms_key_id", kms_key_id)) if v})
         self.url = f"s3://{bucket}/{quote(self.prefix)}" + (f"?{query}" if query else "")
-        self._client = _aws.client("s3", region, max_pool_connections=32)
+        self._client = _aws.client("s3", region, max_pool_connections=32,
+                                   max_attempts=max_attempts)
         # Counted on every HTTP request botocore sends, so multipart parts and retries count.
         self._client.meta.events.register("before-send.s3", self._count_request)
         self._transfer = TransferConfig(

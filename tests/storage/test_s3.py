@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -154,3 +155,88 @@ class TestThroughProxy:
                 store.list("")
         finally:
             store.close()
+
+
+def _error(code: str, message: str = "", status: int = 400) -> Any:
+    from starburst_executor.testing.aws_proxy import ProxyResponse
+
+    body = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
+    return lambda r: ProxyResponse(status, body) if r.service == "s3" else None
+
+
+class TestErrorTranslation:
+    @pytest.fixture
+    def proxy(self, aws: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsProxy]:
+        proxy = AwsProxy(aws.endpoint).start()
+        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+        yield proxy
+        proxy.stop()
+
+    @pytest.mark.parametrize("code", ["ExpiredToken", "RequestExpired"])
+    def test_expired_credentials(self, proxy: AwsProxy, code: str) -> None:
+        proxy.add_hook(_error(code, "The provided token has expired.", 400))
+        store = S3Store("some-bucket", "p", max_attempts=1)
+        try:
+            with pytest.raises(ConfigError, match="expired.*aws sso login"):
+                store.put("k", b"v")
+        finally:
+            store.close()
+
+    def test_invalid_access_key(self, proxy: AwsProxy) -> None:
+        proxy.add_hook(_error("InvalidAccessKeyId", "no such key", 403))
+        store = S3Store("some-bucket", "p", max_attempts=1)
+        try:
+            with pytest.raises(ConfigError, match="aws configure"):
+                store.get("k")
+        finally:
+            store.close()
+
+    def test_kms_key_problems_name_the_key_permissions(self, proxy: AwsProxy) -> None:
+        proxy.add_hook(_error("KMS.DisabledException", "key is disabled", 400))
+        store = S3Store("some-bucket", "p", kms_key_id="alias/off", max_attempts=1)
+        try:
+            with pytest.raises(StoreAccessDenied, match="kms:GenerateDataKey"):
+                store.put("k", b"v")
+        finally:
+            store.close()
+
+    def test_persistent_slow_down_is_a_store_error_not_botocore(self, proxy: AwsProxy,
+                                                                bucket: str) -> None:
+        from starburst_executor import _aws
+
+        proxy.inject_s3_slow_down(times=100)
+        store = S3Store(bucket, "p", max_attempts=2)
+        try:
+            with pytest.raises(StoreError, match="lower max_workers") as info:
+                store.list("")
+            assert not isinstance(info.value, ObjectNotFound)
+            assert _aws.MAX_ATTEMPTS > 2
+        finally:
+            store.close()
+
+
+def test_no_credentials_says_how_to_configure(monkeypatch: pytest.MonkeyPatch,
+                                              tmp_path: Any) -> None:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    store = S3Store("some-bucket", "p", region="us-east-1", max_attempts=1)
+    try:
+        with pytest.raises(ConfigError, match="aws configure"):
+            store.get("k")
+    finally:
+        store.close()
+
+
+def test_unreachable_endpoint_is_a_store_error(aws: MotoServer,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")
+    store = S3Store("some-bucket", "p", region="us-east-1", max_attempts=1)
+    try:
+        with pytest.raises(StoreError, match="cannot reach AWS"):
+            store.get("k")
+    finally:
+        store.close()
