@@ -452,8 +452,9 @@ def _check_base(
         )
     except docker.errors.ContainerError as exc:
         raise ImageError(f"base image {base} cannot run python3 on this daemon: {exc}.{hint}") from None
-    except docker.errors.APIError as exc:
-        raise ImageError(f"cannot start base image {base}: {exc.explanation or exc}.{hint}") from None
+    except docker.errors.DockerException as exc:
+        detail = getattr(exc, "explanation", None) or exc
+        raise ImageError(f"cannot start base image {base}: {detail}.{hint}") from None
     minor = out.decode().strip()
     wanted = recipe.environment.python_minor
     if minor != wanted:

@@ -22,6 +22,7 @@ import os
 import re
 import threading
 import time
+import uuid
 from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -192,7 +193,11 @@ class DockerLauncher:
             volumes=volumes,
             network_mode=network_mode,
             detach=True,
-            name=f"starburst-{self.session_id[:12]}-{spec.worker_id}" if self.session_id else None,
+            # Unique even when a worker id is launched again after a failed start.
+            name=re.sub(
+                r"[^a-zA-Z0-9_.-]", "-",
+                f"starburst-{self.session_id[:24]}-{spec.worker_id}-{uuid.uuid4().hex[:6]}",
+            ),
         )
         if hasattr(os, "getuid"):
             kwargs["user"] = f"{os.getuid()}:{os.getgid()}"

@@ -157,3 +157,14 @@ def test_missing_credentials_are_a_config_error(
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")  # never ask an instance role
     with pytest.raises(ConfigError, match="no AWS credentials.*aws configure"):
         build_image(local_config(), environment=small_environment(), **quiet)
+
+
+def test_extra_requirements_are_installed_from_the_wheelhouse(
+    docker_client: Any, base_image: str
+) -> None:
+    result = build_image(local_config(), environment=small_environment(), base_image=base_image,
+                         requirements=["six==1.17.0"], push=False, client=docker_client, **quiet)
+    out = docker_client.containers.run(
+        result.uri, ["python", "-c", "import six, cloudpickle; print(six.__version__)"],
+        remove=True, network_mode="none")
+    assert out.decode().strip() == "1.17.0"
