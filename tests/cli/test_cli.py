@@ -47,6 +47,13 @@ def test_cost_json_matches_the_table(capsys):
     assert code == 0 and "Spot ARM" in out and "offline table, 2026-03-01" in out
 
 
+def test_commands_before_setup_say_what_to_do(aws, capsys):
+    code, _, err = run(capsys, "status")
+    assert code == 2 and "starburst setup" in err and "Traceback" not in err
+    code, _, err = run(capsys, "status", "--region", "us-east-1")
+    assert code == 2 and len(err.strip().splitlines()) == 1
+
+
 def test_cost_falls_back_to_the_table_under_moto(aws, capsys):
     code, out, _ = run(capsys, "cost", "--region", "us-east-1", "--json")
     # The in-process moto server itself prints a line about the missing Pricing backend.
@@ -124,6 +131,23 @@ def test_doctor_checks_network_quota_and_image(aws, capsys):
     subnet = [c for c in report.checks if c.name.startswith("subnet")]
     assert [c.status for c in subnet] == ["ok"] and "internet gateway" in subnet[0].detail
     assert checks["Fargate vCPU quota"].status == "ok"
+
+    # An image that ECR has passes; one it lacks names `starburst build`.
+    ecr = boto3.client("ecr")
+    repo = ecr.describe_repositories(repositoryNames=["starburst-worker"])["repositories"][0]
+    manifest = json.dumps({"schemaVersion": 2, "mediaType":
+                           "application/vnd.docker.distribution.manifest.v2+json",
+                           "config": {"digest": "sha256:" + "1" * 64, "size": 1,
+                                      "mediaType": "application/vnd.docker.container.image.v1+json"},
+                           "layers": []})
+    ecr.put_image(repositoryName="starburst-worker", imageManifest=manifest, imageTag="py3.11-abc")
+    found = doctor(config.replace(image=f"{repo['repositoryUri']}:py3.11-abc"), clients=clients,
+                   check_docker=False, quota_reader=lambda region, spot: 64.0)
+    assert {c.name: c for c in found.checks}["worker image"].status == "ok"
+    missing = doctor(config.replace(image=f"{repo['repositoryUri']}:py3.11-other"),
+                     clients=clients, check_docker=False, quota_reader=lambda region, spot: 64.0)
+    image = {c.name: c for c in missing.checks}["worker image"]
+    assert image.status == "fail" and image.fix == "run `starburst build`"
 
 
 def _started_ten_minutes_ago(now: float):
