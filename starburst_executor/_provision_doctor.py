@@ -396,17 +396,25 @@ class _Doctor:
                           f"cannot read the {kind} quota (Service Quotas unavailable)",
                           f"check it in the console, or set {quotas.ENV_QUOTA_FALLBACK}; "
                           f"to ask for more: {quotas.increase_hint(region, spot)}")]
+        try:
+            in_use = quotas.vcpus_in_use(self.config.cluster, region, spot=spot,
+                                         client=self.clients("ecs"))
+        except Exception:  # the cluster check reports a missing cluster
+            in_use = 0.0
+        busy = f", {in_use:g} in use" if in_use else ""
         if not workers:
             return [Check("Fargate vCPU quota", OK,
-                          f"{quota:g} {kind} vCPUs (pass --workers to compare with a run)")]
+                          f"{quota:g} {kind} vCPUs{busy} (pass --workers to compare with a run)")]
         needed = workers * self.config.cpu
-        if needed > quota:
+        free = max(0.0, quota - in_use)
+        if needed > free:
+            waves = int(free // self.config.cpu)
             return [Check("Fargate vCPU quota", WARN,
                           f"{workers} workers x {self.config.cpu:g} vCPU = {needed:g} vCPUs > "
-                          f"quota {quota:g}: runs in waves of {int(quota // self.config.cpu)}",
-                          quotas.increase_hint(region, spot, needed))]
+                          f"quota {quota:g}{busy}: runs in waves of {waves}",
+                          quotas.increase_hint(region, spot, needed + in_use))]
         return [Check("Fargate vCPU quota", OK,
-                      f"{needed:g} of {quota:g} {kind} vCPUs for {workers} x "
+                      f"{needed:g} of {quota:g} {kind} vCPUs{busy} for {workers} x "
                       f"{self.config.cpu:g} vCPU")]
 
     def _image(self) -> Iterable[Check]:

@@ -344,8 +344,14 @@ def cleanup(
     deleted_objects = 0
     root = _session_root(config)[1]
     for session in sessions.values():
-        if session.live or now - session.last_seen < older_than:
+        last_seen = session.last_seen
+        if not last_seen:
+            # No session.json yet: a session that is starting uploads its function and batches
+            # first, so its newest object says how old it is.
+            last_seen = _newest_object(clients, bucket, f"{root}{session.session_id}/")
+        if session.live or now - last_seen < older_than:
             continue
+        session = dataclasses.replace(session, last_seen=last_seen)
         count = _delete_prefix(clients, bucket, f"{root}{session.session_id}/", dry_run)
         log(f"  {verb}delete session {session.session_id} ({count} objects, last seen "
             f"{_ago(now - session.last_seen)} ago)")
@@ -371,6 +377,15 @@ def _ago(seconds: float) -> str:
     if seconds >= 3600:
         return f"{seconds / 3600:.1f} hours"
     return f"{seconds / 60:.0f} minutes"
+
+
+def _newest_object(clients: Clients, bucket: str, prefix: str) -> float:
+    newest = 0.0
+    for page in clients("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket,
+                                                                       Prefix=prefix):
+        for item in page.get("Contents", []):
+            newest = max(newest, _timestamp(item.get("LastModified")) or 0.0)
+    return newest
 
 
 def _delete_prefix(clients: Clients, bucket: str, prefix: str, dry_run: bool) -> int:

@@ -204,6 +204,9 @@ def test_cleanup_stops_orphans_and_leaves_live_sessions(aws, capsys):
     _session("live", now - 3600, now - 30)
     _session("dead", now - 10 * 86400, now - 9 * 86400)
     _session("quiet", now - 3600, None)  # no heartbeat: its creation time counts
+    # A session still starting: batches uploaded, no session.json yet.
+    boto3.client("s3").put_object(Bucket=account_bucket(),
+                                  Key="starburst/sessions/starting/batches/b1", Body=b"x")
     ecs = boto3.client("ecs")
     stale = ecs.register_task_definition(
         family="starburst-old", containerDefinitions=[{"name": "w", "image": "x", "memory": 512}],
@@ -234,6 +237,9 @@ def test_cleanup_stops_orphans_and_leaves_live_sessions(aws, capsys):
     assert sorted(done.stopped_tasks) == sorted([dead_task, quiet_task])
     assert done.kept_tasks == (live_task,)
     assert done.deleted_sessions == ("dead",) and done.deleted_objects == 2
+    later = cleanup(config, clients=clients, now=now + 8 * 86400, dry_run=True,
+                    log=lambda _: None)
+    assert "starting" in later.deleted_sessions
     # The definition the live task uses stays; the unused one goes.
     assert done.deregistered == (stale,)
     assert ecs.describe_task_definition(taskDefinition=stale)["taskDefinition"]["status"] == (
