@@ -185,8 +185,19 @@ def _aws_message(exc: BaseException) -> str | None:
         return None
     from . import _aws
 
-    operation = exc.operation_name if isinstance(exc, botocore.exceptions.ClientError) else ""
-    return str(_aws.translate(exc, service="aws", operation=operation))
+    if not isinstance(exc, botocore.exceptions.ClientError):
+        return str(_aws.translate(exc, service="aws"))  # credentials, region, connection
+    translated = _aws.translate(exc, service="aws", operation=exc.operation_name)
+    if isinstance(translated, ConfigError):  # expired or rejected credentials
+        return str(translated)
+    code = _aws.error_code(exc)
+    message = str(exc.response.get("Error", {}).get("Message", "")) or code
+    if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation") or (
+            exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 403):
+        # AWS's message names the action and resource; the service prefix is not known here.
+        return (f"AWS denied {exc.operation_name}: {message}. Grant that permission to your "
+                "identity (or have an administrator run `starburst setup`), then retry")
+    return f"AWS {exc.operation_name} failed: {code}: {message}"
 
 
 # -- commands ----------------------------------------------------------------------------------

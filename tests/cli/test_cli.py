@@ -70,6 +70,17 @@ def test_missing_credentials_is_one_line_not_a_traceback(aws, monkeypatch, capsy
     assert "aws configure" in err
 
 
+def test_an_aws_refusal_is_one_line(aws, capsys, mocker):
+    from botocore.exceptions import ClientError
+
+    error = ClientError({"Error": {"Code": "AccessDenied", "Message": "User: u is not authorized "
+                                   "to perform: iam:CreateRole"}}, "CreateRole")
+    mocker.patch("starburst_executor.provision.setup", side_effect=error)
+    code, _, err = run(capsys, "setup", "--region", "us-east-1")
+    assert code == 1 and err.count("\n") == 1
+    assert "AWS denied CreateRole: User: u is not authorized to perform: iam:CreateRole" in err
+
+
 def test_setup_cli_twice_then_dry_run(aws, capsys):
     code, out, _ = run(capsys, "setup", "--region", "us-east-1")
     assert code == 0 and "[created]" in out
