@@ -460,23 +460,24 @@ class Manager(threading.Thread):
         # A worker idle for long is about to exit: give the work to a fresh worker instead.
         usable = [w for w in live
                   if w.idle_since is None or now - w.idle_since <= reuse_limit]
-        progress = self._fill(usable, depth=1)
+        progress = self._fill(usable)
         if self._has_work() and now >= self._launch_not_before:
             progress |= self._launch_workers(live)
-        # Only with no room for more workers does a busy one get a second batch, assigned
-        # ahead so that it starts the moment its current batch ends.
-        progress |= self._fill(usable, depth=2)
         return progress
 
-    def _fill(self, workers: list[_Worker], depth: int) -> bool:
+    def _fill(self, workers: list[_Worker]) -> bool:
+        # One batch per worker at a time.  A second one assigned ahead would save a poll
+        # interval between batches, but it would be pinned to that worker: it would wait
+        # behind a long call while another worker sits idle.
         progress = False
         for worker in workers:
-            while len(worker.batches) < depth:
-                batch = self._form_batch(self._capacity or self._max_workers)
-                if batch is None:
-                    return progress
-                self._assign(worker, batch)
-                progress = True
+            if worker.batches:
+                continue
+            batch = self._form_batch(self._capacity or self._max_workers)
+            if batch is None:
+                break
+            self._assign(worker, batch)
+            progress = True
         return progress
 
     def _launch_workers(self, live: list[_Worker]) -> bool:

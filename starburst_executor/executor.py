@@ -178,12 +178,14 @@ class FargateExecutor(Executor):
         """
         with self._intake.lock:
             self._intake.shutdown = True
+            withdrawn = list(self._intake.pending) if cancel_futures else []
             if cancel_futures:
-                cancelled = [item for item in self._intake.pending if item.future.cancel()]
                 self._intake.pending.clear()
-                if self._intake.progress is not None and cancelled:
-                    self._intake.progress.done(len(cancelled))
             manager = self._manager
+        # Cancelled outside the lock: cancel() runs done-callbacks, which may call submit().
+        cancelled = sum(1 for item in withdrawn if item.future.cancel())
+        if self._intake.progress is not None and cancelled:
+            self._intake.progress.done(cancelled)
         self._intake.wake()
         if manager is None:
             self._backend.launcher.close()
