@@ -70,7 +70,7 @@ def test_oom_is_retried(run: Any, fargate: FargateEmulator) -> None:
 
 def test_oom_every_time_fails_the_batch_with_the_reason(run: Any,
                                                         fargate: FargateEmulator) -> None:
-    fargate.inject("oom", after=1.5, times=10)
+    fargate.inject("oom", after=2.5, times=10)
     started = time.monotonic()
     with run(max_workers=1, max_retries=1) as ex:
         futures = [ex.submit(time.sleep, 10) for _ in range(3)]

@@ -141,7 +141,8 @@ class AwsProxy:
 
     def start(self) -> AwsProxy:
         self._thread = threading.Thread(
-            target=self._server.serve_forever, name="starburst-aws-proxy", daemon=True
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+            name="starburst-aws-proxy", daemon=True,
         )
         self._thread.start()
         return self
