@@ -234,7 +234,8 @@ def _ensure_role(
     iam = ctx.clients("iam")
     trust = trust_policy()
     documents: dict[str, Any] = {"trust policy": trust}
-    documents.update({f"attached policy": list(managed)} if managed else {})
+    if managed:
+        documents["attached policies"] = list(managed)
     documents.update({f"inline policy {k}": v for k, v in (inline or {}).items()})
     try:
         role = iam.get_role(RoleName=name)["Role"]

@@ -56,7 +56,8 @@ def aws(moto_server: MotoServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
     monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
     monkeypatch.setenv("STARBURST_CONFIG", str(tmp_path / "starburst.json"))
-    for name in ("STARBURST_REGION", "STARBURST_BUCKET", "STARBURST_BACKEND"):
+    for name in ("STARBURST_REGION", "STARBURST_BUCKET", "STARBURST_BACKEND", "AWS_PROFILE",
+                 "STARBURST_FARGATE_VCPU_QUOTA", "STARBURST_IMAGE", "STARBURST_CLUSTER"):
         monkeypatch.delenv(name, raising=False)
     return moto_server
 
