@@ -392,10 +392,14 @@ class _Doctor:
                     region, spot=spot, client=self.clients("service-quotas"))
         quota = reader(region, spot)
         if quota is None:
+            needed_text = (f"; {workers} x {self.config.cpu:g} vCPU needs "
+                           f"{workers * self.config.cpu:g}" if workers else "")
             return [Check("Fargate vCPU quota", WARN,
-                          f"cannot read the {kind} quota (Service Quotas unavailable)",
+                          f"cannot read the {kind} quota (Service Quotas unavailable)"
+                          + needed_text,
                           f"check it in the console, or set {quotas.ENV_QUOTA_FALLBACK}; "
-                          f"to ask for more: {quotas.increase_hint(region, spot)}")]
+                          "to ask for more: " + quotas.increase_hint(
+                              region, spot, workers * self.config.cpu if workers else None))]
         try:
             in_use = quotas.vcpus_in_use(self.config.cluster, region, spot=spot,
                                          client=self.clients("ecs"))
