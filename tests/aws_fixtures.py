@@ -125,3 +125,24 @@ def fargate_config(cluster: str, bucket: str, **changes: Any) -> Config:
         cpu=0.25, memory=512)
     values.update(changes)
     return load_config(values, env={}, path=Path(os.devnull + ".none"))
+
+
+# Packages the worker needs for an s3:// store, on top of the docker fixtures' small image.
+_BOTO_PACKAGES = ("boto3", "botocore", "s3transfer", "jmespath", "python-dateutil", "six",
+                  "urllib3")
+
+
+@pytest.fixture(scope="session")
+def boto_worker_image(docker_client: Any, base_image: str) -> str:
+    """A worker image of this checkout that can reach S3 (built once, not pushed); skips
+    without a Docker daemon or the local base image (see tests/docker_fixtures.py)."""
+    from importlib.metadata import version
+
+    from starburst_executor import image
+
+    from .docker_fixtures import local_config, small_environment
+
+    environment = small_environment(*[(name, version(name)) for name in _BOTO_PACKAGES])
+    result = image.build_image(local_config(), environment=environment, base_image=base_image,
+                               push=False, client=docker_client, log=lambda line: None)
+    return result.uri

@@ -137,3 +137,21 @@ def test_error_in_the_with_block_stops_every_task(run: Any, fargate: FargateEmul
     assert fargate.wait_stopped(10)
     assert all(f.done() for f in futures)
     assert all(t.stop_code == "UserInitiated" for t in fargate.tasks)
+
+
+# -- real containers (skipped without a Docker daemon) ---------------------------------------
+
+from .aws_fixtures import boto_worker_image  # noqa: E402, F401
+from .docker_fixtures import base_image, docker_client  # noqa: E402, F401
+
+
+def test_map_in_real_containers(run: Any, fargate: FargateEmulator, docker_client: Any,
+                                boto_worker_image: str) -> None:
+    from starburst_executor.testing import DockerRunner
+
+    fargate.runner = DockerRunner(docker_client)
+    fargate.inject("oom", after=2.0)
+    with run(max_workers=2, image=boto_worker_image) as ex:
+        assert list(ex.map(slow_square, range(40), chunksize=10)) == [x * x for x in range(40)]
+    assert fargate.tasks[0].exit_code == 137
+    assert fargate.wait_stopped(30)

@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from .aws_proxy import AwsProxy
-from .fargate import ContainerSpec, EmulatedTask, FargateEmulator, SubprocessRunner
+from .fargate import ContainerSpec, DockerRunner, EmulatedTask, FargateEmulator, SubprocessRunner
 from .moto_server import MotoServer
 
 __all__ = [
@@ -19,5 +19,6 @@ __all__ = [
     "EmulatedTask",
     "ContainerSpec",
     "SubprocessRunner",
+    "DockerRunner",
     "AwsProxy",
 ]

@@ -172,3 +172,40 @@ def test_stop_ends_every_task(moto_server: Any) -> None:
 def test_unknown_fault(fargate: FargateEmulator) -> None:
     with pytest.raises(ValueError, match="oom"):
         fargate.inject("gremlins")
+
+
+# -- real containers (skipped without a Docker daemon) ---------------------------------------
+
+from ..aws_fixtures import boto_worker_image  # noqa: E402, F401
+from ..docker_fixtures import base_image, docker_client  # noqa: E402, F401
+
+
+def test_docker_runner_runs_the_container(fargate: FargateEmulator, cluster: str,
+                                          docker_client: Any, boto_worker_image: str) -> None:
+    from starburst_executor.testing import DockerRunner
+
+    fargate.runner = DockerRunner(docker_client, image=boto_worker_image)
+    bucket = make_bucket(fargate.moto)
+    code = (f"import boto3, sys; boto3.client('s3').put_object(Bucket='{bucket}', Key='k', "
+            "Body=b'from a container'); print('done'); sys.exit(4)")
+    (arn,) = _run(fargate, cluster, ["python", "-c", code])
+    task = _wait(fargate, cluster, arn, timeout=60)
+    assert task["containers"][0]["exitCode"] == 4
+    body = _client("s3", fargate).get_object(Bucket=bucket, Key="k")["Body"].read()
+    assert body == b"from a container"
+    events = _client("logs", fargate).get_log_events(
+        logGroupName="/emu", logStreamName=f"p/main/{arn.rsplit('/', 1)[-1]}")["events"]
+    assert [e["message"] for e in events] == ["done"]
+
+
+def test_docker_runner_oom_kills_the_container(fargate: FargateEmulator, cluster: str,
+                                               docker_client: Any,
+                                               boto_worker_image: str) -> None:
+    from starburst_executor.testing import DockerRunner
+
+    fargate.runner = DockerRunner(docker_client, image=boto_worker_image)
+    fargate.inject("oom", after=0.5)
+    (arn,) = _run(fargate, cluster, ["python", "-c", "import time; time.sleep(60)"])
+    task = _wait(fargate, cluster, arn, timeout=60)
+    assert task["containers"][0]["exitCode"] == 137
+    assert task["containers"][0]["reason"].startswith("OutOfMemoryError")
