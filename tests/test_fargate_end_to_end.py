@@ -102,6 +102,14 @@ def test_task_that_never_starts_is_replaced(run: Any, fargate: FargateEmulator) 
     assert len(fargate.tasks) >= 2
 
 
+def test_batch_past_task_timeout_is_stopped(run: Any, fargate: FargateEmulator) -> None:
+    with run(max_workers=1, task_timeout=1, max_retries=0) as ex:
+        error = ex.submit(time.sleep, 60).exception(timeout=60)
+    assert isinstance(error, WorkerLost)
+    assert "task_timeout" in str(error) and error.stop_code == "UserInitiated"
+    assert fargate.proxy.requests[("ecs", "StopTask")] >= 1
+
+
 def test_run_task_capacity_failures_are_retried(run: Any, fargate: FargateEmulator) -> None:
     fargate.fail_run_task("RESOURCE:FARGATE", times=2)
     with run(max_workers=1) as ex:

@@ -534,10 +534,8 @@ class FargateLauncher:
             handles = [t.handle for t in self._tasks.values()]
         if handles:
             self.stop(handles, "starburst executor shut down")
-        with self._lock:
-            for client in self._clients.values():
-                client.close()
-            self._clients.clear()
+        # The clients stay open: close() may run from an atexit hook while the manager thread
+        # is mid-request with them; their connections go with the launcher.
 
     def __repr__(self) -> str:
         return (f"FargateLauncher(cluster={self.config.cluster!r}, cpu={self.config.cpu:g}, "
