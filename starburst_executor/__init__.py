@@ -20,6 +20,7 @@ from .errors import (
     ConfigError,
     CostLimitExceeded,
     ExecutorBroken,
+    ImageError,
     LaunchError,
     ObjectNotFound,
     PayloadVersionError,
@@ -73,6 +74,7 @@ __all__ = [
     "CostLimitExceeded",
     "WorkerLost",
     "ExecutorBroken",
+    "ImageError",
 ]
 
 

@@ -253,7 +253,13 @@ class Manager(threading.Thread):
             batch = self._inflight.get(batch_id)
             if batch is None:
                 continue
-            part: payload.ResultPart = payload.load(self._store.get(key), "results")
+            try:
+                part: payload.ResultPart = payload.load(self._store.get(key), "results")
+            except SerializationError as exc:
+                # E.g. a worker of another Python version wrote its refusal in its own
+                # format: retrying elsewhere would give the same answer.
+                self._fail_batch(batch, exc)
+                continue
             self._apply(batch, part)
         if len(self._seen_parts) > 4 * len(keys) + 1000:
             self._seen_parts.intersection_update(keys)

@@ -11,6 +11,7 @@
      |    +-- ObjectNotFound (also KeyError)
      |    +-- StoreAccessDenied (also PermissionError)
      +-- LaunchError                            workers could not be started
+     +-- ImageError                             the worker image could not be built or pushed
      +-- CostLimitExceeded                      work refused by ``max_cost``
      +-- WorkerLost (also BrokenExecutor)       a worker died with work that could not be retried
      +-- ExecutorBroken (also BrokenExecutor)   the executor itself failed; it takes no more work
@@ -33,6 +34,7 @@ __all__ = [
     "ObjectNotFound",
     "StoreAccessDenied",
     "LaunchError",
+    "ImageError",
     "CostLimitExceeded",
     "WorkerLost",
     "ExecutorBroken",
@@ -96,6 +98,10 @@ class StoreAccessDenied(StoreError, PermissionError):
 
 class LaunchError(StarburstError):
     """Workers could not be started."""
+
+
+class ImageError(StarburstError):
+    """The worker image could not be built, pushed or checked; the message says what to do."""
 
 
 class CostLimitExceeded(StarburstError):

@@ -19,6 +19,8 @@ import atexit
 import itertools
 import os
 import secrets
+import sys
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -98,7 +100,14 @@ class FargateExecutor(Executor):
         self._max_workers = config.max_workers or _DEFAULT_WORKERS.get(
             config.backend, os.cpu_count() or 1)
         self._session_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
-        self._backend = build_backend(config, self._session_id)
+        # auto_build: the image is built at the first submit (never here: no network in the
+        # constructor); the settings are validated now all the same.
+        self._needs_image = config.auto_build and not config.image and config.backend != "local"
+        self._image_lock = threading.Lock()
+        self._backend = build_backend(
+            config.replace(image="auto-build-pending") if self._needs_image else config,
+            self._session_id,
+        )
         self._intake = Intake(ProgressBar() if config.progress else None)
         self._manager: Manager | None = None
         self._announced = False
@@ -217,6 +226,8 @@ class FargateExecutor(Executor):
     ) -> list[Any]:
         if not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
+        if self._needs_image:
+            self._build_image()
         now = time.time()
         intake = self._intake
         with intake.lock:
@@ -241,6 +252,25 @@ class FargateExecutor(Executor):
                 self._start_manager()
         intake.wake()
         return futures
+
+    def _build_image(self) -> None:
+        """Build (and for Fargate, push) the worker image of this environment, once."""
+        with self._image_lock:
+            if not self._needs_image:
+                return
+            from .image import ensure_image
+
+            def log(message: str) -> None:
+                print(f"starburst: {message}", file=sys.stderr, flush=True)
+
+            log("auto_build=True and no image configured: building the worker image of this "
+                "environment (skipped when the registry already has it)")
+            options = {"push": False} if self._config.backend == "docker" else {}
+            image = ensure_image(self._config, log=log, **options)
+            log(f"worker image: {image}")
+            self._config = self._config.replace(image=image)
+            self._backend = build_backend(self._config, self._session_id)
+            self._needs_image = False
 
     def _start_manager(self) -> None:
         """Start the manager thread (the caller holds ``self._intake.lock``)."""
@@ -301,8 +331,6 @@ def _announce_cost(config: Config, workers: int) -> None:
     price = _price_function(config)
     if price is None:
         return
-    import sys
-
     hourly = price(3600.0) * workers
     limit = f"; max_cost ${config.max_cost:.2f}" if config.max_cost is not None else ""
     print(

@@ -37,7 +37,7 @@ from urllib.parse import unquote, urlparse
 
 from . import _image_registry, _image_wheels
 from .config import Config
-from .errors import ConfigError, StarburstError
+from .errors import ConfigError, ImageError
 
 __all__ = [
     "ImageError",
@@ -58,10 +58,6 @@ _RECIPE_VERSION = 1
 _PLATFORMS = {"x86_64": "linux/amd64", "arm64": "linux/arm64"}
 _PUSH_TICKS = frozenset({"Preparing", "Waiting", "Pushing"})
 _DOCKER_ARCH = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "arm64", "aarch64": "arm64"}
-
-
-class ImageError(StarburstError):
-    """The worker image could not be built, pushed or checked; the message says what to do."""
 
 
 @dataclasses.dataclass(frozen=True)
