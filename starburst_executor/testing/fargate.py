@@ -228,6 +228,7 @@ class _Fault:
     kind: str
     after: float
     exit_code: int | None
+    when_output: str | None
 
 
 @dataclasses.dataclass
@@ -248,6 +249,8 @@ class EmulatedTask:
     signalled: str | None = None
     fault_after: float = 0.0
     fault_exit_code: int | None = None
+    fault_when_output: str | None = None
+    fault_armed_at: float | None = None
     log_group: str | None = None
     log_stream: str | None = None
     moto: Any = dataclasses.field(default=None, repr=False)
@@ -360,7 +363,7 @@ class FargateEmulator:
     # -- faults ---------------------------------------------------------------------------
 
     def inject(self, fault: str, *, times: int = 1, after: float = 0.0,
-               exit_code: int | None = None) -> None:
+               exit_code: int | None = None, when_output: str | None = None) -> None:
         """Give the next ``times`` new tasks ``fault``.
 
         Args:
@@ -370,12 +373,17 @@ class FargateEmulator:
                 (stays ``PENDING`` until stopped), ``"cannot_pull"`` (stops at once with
                 ``TaskFailedToStart`` and a ``CannotPullContainerError``), ``"exit"`` (killed
                 ``after`` seconds after starting, reported with ``exit_code``).
+            times: how many of the next new tasks get it.
+            after: seconds from the container's start (or from ``when_output``) to the fault.
+            exit_code: the exit code an ``"exit"`` fault reports.
+            when_output: count ``after`` from the moment the container's output first holds
+                this text (e.g. once the worker says it started a batch).
         """
         if fault not in FAULTS:
             raise ValueError(f"unknown fault {fault!r}; known: {', '.join(FAULTS)}")
         with self._lock:
             for _ in range(times):
-                self._faults.append(_Fault(fault, after, exit_code))
+                self._faults.append(_Fault(fault, after, exit_code, when_output))
 
     def fail_run_task(self, reason: str = "RESOURCE:FARGATE", *, times: int = 1,
                       detail: str | None = None) -> None:
@@ -515,7 +523,8 @@ class FargateEmulator:
             record = EmulatedTask(arn, cluster, backend.region_name, moto=moto_task,
                                   fault=fault.kind if fault else None,
                                   fault_after=fault.after if fault else 0.0,
-                                  fault_exit_code=fault.exit_code if fault else None)
+                                  fault_exit_code=fault.exit_code if fault else None,
+                                  fault_when_output=fault.when_output if fault else None)
             self._tasks[arn] = record
         definition = backend.describe_task_definition(moto_task.task_definition_arn)
         container_def = definition.container_definitions[0]
@@ -565,15 +574,19 @@ class FargateEmulator:
         code = container.poll()
         now = time.time()
         if code is None:
-            running_for = now - (task.started_at or now)
+            if task.fault_armed_at is None and (
+                    task.fault_when_output is None
+                    or task.fault_when_output in container.output()):
+                task.fault_armed_at = now
+            running_for = now - task.fault_armed_at if task.fault_armed_at is not None else -1.0
             if task.stop_requested_at is not None:
                 if task.signalled != "KILL" and now - task.stop_requested_at > self.stop_grace:
                     container.signal(signal.SIGKILL)
                     task.signalled = "KILL"
-            elif task.fault in ("oom", "exit") and running_for >= task.fault_after:
+            elif task.fault in ("oom", "exit") and 0 <= task.fault_after <= running_for:
                 container.signal(signal.SIGKILL)
                 task.signalled = "KILL"
-            elif task.fault == "spot_interruption" and running_for >= task.fault_after:
+            elif task.fault == "spot_interruption" and 0 <= task.fault_after <= running_for:
                 if task.signalled is None:
                     container.signal(signal.SIGTERM)
                     task.signalled = "TERM"
