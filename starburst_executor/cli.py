@@ -279,13 +279,14 @@ def _cmd_build(args: argparse.Namespace) -> int:
             current = data if isinstance(data, dict) else {}
         except (OSError, ValueError):
             current = {}
-    if current.get("image") != uri:
+    # The image only runs on its own architecture, so the two are recorded together.
+    wanted = {"image": uri, "architecture": config.architecture}
+    if any(current.get(k) != v for k, v in wanted.items()):
         from dataclasses import fields
 
         known = {f.name for f in fields(Config)}
-        write_config_file({**{k: v for k, v in current.items() if k in known}, "image": uri},
-                          path)
-        print(f"Image {uri} recorded in {path}.")
+        write_config_file({**{k: v for k, v in current.items() if k in known}, **wanted}, path)
+        print(f"Image {uri} ({config.architecture}) recorded in {path}.")
     else:
         print(f"Image {uri} is up to date.")
     return EXIT_OK

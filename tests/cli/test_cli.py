@@ -300,6 +300,9 @@ def test_build_records_the_image(aws, capsys, mocker):
     assert code == 0 and ensure.call_count == 1
     assert load_config().image == "1.dkr.ecr.us-east-1.amazonaws.com/starburst-worker:py3.11-x"
     assert "up to date" in run(capsys, "build", "--region", "us-east-1")[1]
+    assert run(capsys, "build", "--region", "us-east-1", "--arm")[0] == 0
+    assert ensure.call_args.args[0].architecture == "arm64"
+    assert load_config().architecture == "arm64"
 
 
 def test_teardown_needs_confirmation_then_removes_what_setup_created(aws, capsys, monkeypatch):
