@@ -575,6 +575,7 @@ class Manager(threading.Thread):
             _keys.ENV_WORKER_ID: worker.worker_id,
             _keys.ENV_IDLE_TIMEOUT: f"{self._config.idle_timeout:g}",
             _keys.ENV_FLUSH_INTERVAL: f"{self._flush_interval:g}",
+            _keys.ENV_POLL_MIN: f"{self._poll_min:g}",
             _keys.ENV_POLL_MAX: f"{self._poll_max:g}",
         }
 

@@ -48,6 +48,7 @@ class Worker:
         *,
         idle_timeout: float = 60.0,
         flush_interval: float = 1.0,
+        poll_min: float = 0.002,
         poll_max: float = 1.0,
         flush_bytes: int = 8 * 1024 * 1024,
     ):
@@ -55,6 +56,7 @@ class Worker:
         self.worker_id = worker_id
         self.idle_timeout = idle_timeout
         self.flush_interval = flush_interval
+        self.poll_min = poll_min
         self.poll_max = poll_max
         self.flush_bytes = flush_bytes
         self._functions: dict[str, Callable[..., Any]] = {}
@@ -77,7 +79,7 @@ class Worker:
     def _next_assignment(self, seq: int) -> dict[str, Any] | None:
         key = _keys.assign_key(self.worker_id, seq)
         deadline = time.monotonic() + self.idle_timeout
-        delay = 0.002
+        delay = self.poll_min  # every poll of a remote store is a billed request
         while True:
             try:
                 result: dict[str, Any] = json.loads(self.store.get(key))
@@ -222,6 +224,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
             worker_id,
             idle_timeout=float(env.get(_keys.ENV_IDLE_TIMEOUT, "60")),
             flush_interval=float(env.get(_keys.ENV_FLUSH_INTERVAL, "1")),
+            poll_min=float(env.get(_keys.ENV_POLL_MIN, "0.002")),
             poll_max=float(env.get(_keys.ENV_POLL_MAX, "1")),
         )
         return worker.run()
