@@ -24,7 +24,8 @@ from .errors import (
     StoreError,
 )
 
-__all__ = ["client", "resolve_region", "translate", "error_code", "is_throttling"]
+__all__ = ["client", "resolve_region", "translate", "error_code", "is_throttling",
+           "is_transient", "iam_action"]
 
 MAX_ATTEMPTS = 8
 """Attempts per API call (first try included); botocore backs off exponentially with jitter."""
@@ -170,6 +171,21 @@ def is_throttling(exc: BaseException) -> bool:
     if isinstance(exc, botocore.exceptions.ClientError):
         status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
         return status in (429, 503)
+    return False
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether trying again later may succeed: throttling, a 5xx answer, no connection."""
+    if is_throttling(exc):
+        return True
+    if isinstance(exc, (botocore.exceptions.EndpointConnectionError,
+                        botocore.exceptions.ConnectTimeoutError,
+                        botocore.exceptions.ReadTimeoutError,
+                        botocore.exceptions.ConnectionClosedError)):
+        return True
+    if isinstance(exc, botocore.exceptions.ClientError):
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
+        return int(status) >= 500
     return False
 
 

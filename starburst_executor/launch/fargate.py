@@ -101,6 +101,9 @@ class FargateLauncher:
         store_url: the session's store; not used here (the manager puts it in each spec's env).
         vcpu_quota_fallback: the Fargate vCPU quota to assume when Service Quotas cannot be
             read (default: ``STARBURST_FARGATE_VCPU_QUOTA``, else no cap).
+        max_attempts: attempts per AWS request, the first included, with adaptive backoff
+            (throttling, 5xx) in between.  A poll that still fails reports the last known
+            states; the manager polls again later.
     """
 
     poll_interval = (1.0, 5.0)
@@ -112,8 +115,10 @@ class FargateLauncher:
         store_url: str = "",
         *,
         vcpu_quota_fallback: float | None = None,
+        max_attempts: int = 5,
     ):
         self.config = config
+        self.max_attempts = max_attempts
         self.session_id = session_id
         self.store_url = store_url
         self.cpu_units, self.memory = _fargate_sizes.validate_size(config.cpu, config.memory)
@@ -162,7 +167,8 @@ class FargateLauncher:
         with self._lock:
             client = self._clients.get(service)
             if client is None:
-                client = _aws.client(service, self.region, retry_mode="adaptive")
+                client = _aws.client(service, self.region, retry_mode="adaptive",
+                                     max_attempts=self.max_attempts)
                 client.meta.events.register("before-send", self._count_request)
                 self._clients[service] = client
             return client
@@ -315,8 +321,9 @@ class FargateLauncher:
             task_definition = self._ensure_task_definition()
             network = self._ensure_network()
         except StarburstError as exc:
-            return [LaunchFailure(s.worker_id, str(exc), retryable=_aws.is_throttling(
-                exc.__cause__ or exc)) for s in specs]
+            # The botocore error behind a translated one is its __context__ ("from None").
+            retryable = _aws.is_transient(exc.__cause__ or exc.__context__ or exc)
+            return [LaunchFailure(s.worker_id, str(exc), retryable=retryable) for s in specs]
         out: list[TaskHandle | LaunchFailure] = []
         start = 0
         while start < len(specs):
@@ -363,7 +370,7 @@ class FargateLauncher:
             response = self._client("ecs").run_task(**args)
         except Exception as exc:
             error = self._fail(exc, "RunTask")
-            retryable = _aws.is_throttling(exc) or _retryable(_aws.error_code(exc))
+            retryable = _aws.is_transient(exc) or _retryable(_aws.error_code(exc))
             if _aws.error_code(exc) == "ClusterNotFoundException":
                 error = LaunchError(
                     f"ECS cluster {self.config.cluster!r} does not exist in {self.region}: run "
@@ -409,10 +416,10 @@ class FargateLauncher:
                 response = self._client("ecs").describe_tasks(cluster=self.config.cluster,
                                                               tasks=chunk)
             except Exception as exc:
-                if _aws.is_throttling(exc) or isinstance(exc, botocore.exceptions.BotoCoreError):
-                    # Still throttled after botocore's backoff: report what was known; the
-                    # manager polls again later, backing off while nothing changes.
-                    log.debug("DescribeTasks throttled; keeping the last known states")
+                if _aws.is_transient(exc) or isinstance(exc, botocore.exceptions.BotoCoreError):
+                    # Still throttled (or unreachable) after botocore's backoff: report what
+                    # was known; the manager polls again later, backing off meanwhile.
+                    log.debug("DescribeTasks failed for now (%s); keeping the last states", exc)
                     continue
                 raise self._fail(exc, "DescribeTasks") from None
             for task in response.get("tasks", []):

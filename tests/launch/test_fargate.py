@@ -344,3 +344,27 @@ def test_capacity_counts_vcpus_in_use(fargate: FargateEmulator, cluster: str, bu
     finally:
         busy.close()
         launcher.close()
+
+
+def test_throttled_describe_tasks_keeps_the_last_states(
+        fargate: FargateEmulator, cluster: str, bucket: str, store: S3Store) -> None:
+    from starburst_executor.testing.aws_proxy import ProxyResponse
+
+    fargate.runner = sleeper()
+    launcher = FargateLauncher.from_config(fargate_config(cluster, bucket), "t", store.url,
+                                           max_attempts=2)
+    (handle,) = launcher.launch([_idle_spec(store)])
+    assert isinstance(handle, TaskHandle)
+    deadline = time.monotonic() + 20
+    while launcher.poll([handle])[0].phase is not TaskPhase.RUNNING:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    body = b'{"__type": "ThrottlingException", "message": "Rate exceeded"}'
+    fargate.proxy.add_hook(lambda r: ProxyResponse(400, body, {
+        "Content-Type": "application/x-amz-json-1.1"}) if r.operation == "DescribeTasks" else None)
+    started = time.monotonic()
+    (state,) = launcher.poll([handle])
+    assert state.phase is TaskPhase.RUNNING
+    assert fargate.proxy.injected[("ecs", "DescribeTasks")] == 2  # retried with backoff first
+    assert time.monotonic() - started < 30
+    launcher.close()
