@@ -1,7 +1,8 @@
 """Helpers for testing code that uses starburst-executor without AWS.
 
 * :class:`MotoServer` runs a moto server on 127.0.0.1 and points boto3 at it.
-* :class:`FargateEmulator` runs the ECS tasks started on that server (subprocesses by default),
+* :class:`FargateEmulator` runs the ECS tasks started on that server (subprocesses by default,
+  containers with :class:`DockerRunner`),
   stops them with their real exit codes, and injects faults (OOM, Spot interruption, a task that
   never starts, ``RunTask`` failures, S3 ``SlowDown``).
 * :class:`AwsProxy` sits between boto3 and moto, counting requests by service and operation.
