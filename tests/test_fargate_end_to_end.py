@@ -110,10 +110,10 @@ def test_batch_past_task_timeout_is_stopped(run: Any, fargate: FargateEmulator) 
 
 
 def test_run_task_capacity_failures_are_retried(run: Any, fargate: FargateEmulator) -> None:
-    fargate.fail_run_task("RESOURCE:FARGATE", times=2)
+    fargate.fail_run_task("RESOURCE:FARGATE", times=1)
     with run(max_workers=1) as ex:
         assert list(ex.map(slow_square, range(5))) == [x * x for x in range(5)]
-    assert fargate.proxy.injected[("ecs", "RunTask")] == 2
+    assert fargate.proxy.injected[("ecs", "RunTask")] == 1
 
 
 def test_run_task_refusal_fails_the_futures_clearly(run: Any, fargate: FargateEmulator) -> None:
