@@ -68,8 +68,10 @@ def run(items: int) -> dict[str, object]:
         usage = ex.usage()
         requests = {f"{s}.{o}": n for (s, o), n in sorted(fargate.proxy.requests.items())}
         s3_ecs = sum(n for (s, _), n in fargate.proxy.requests.items() if s in ("s3", "ecs"))
+        # The launcher's own calls to other services (sts, ec2, logs...) are "ecs.<svc>.<Op>"
+        # or "<svc>.<Op>" in usage; S3 and ECS ones are "s3.<Op>" and "ecs.<Op>".
         client_s3_ecs = sum(n for k, n in usage.requests.items()
-                            if k.startswith("s3.") or (k.startswith("ecs.") and ":" not in k))
+                            if k.startswith("s3.") or (k.startswith("ecs.") and k.count(".") == 1))
         return {
             "items": items,
             "seconds": round(elapsed, 2),

@@ -179,7 +179,8 @@ class FargateLauncher:
         service, operation = (parts[1], parts[2]) if len(parts) >= 3 else ("", event_name)
         service = _SERVICE_NAMES.get(service, service)
         with self._lock:
-            self.stats.count(operation if service == "ecs" else f"{service}:{operation}")
+            # ECS operations by name; the few calls to other services as "service.Operation".
+            self.stats.count(operation if service == "ecs" else f"{service}.{operation}")
 
     def _fail(self, exc: BaseException, operation: str, resource: str = "") -> StarburstError:
         service = "ecs"

@@ -287,7 +287,7 @@ def test_log_tail_of_a_stopped_task(fargate: FargateEmulator, launcher: FargateL
     assert isinstance(handle, TaskHandle)
     _wait_stopped(launcher, [handle], 30)
     assert launcher.log_tail(handle) == "container up"
-    assert launcher.stats.requests["logs:GetLogEvents"] == 1
+    assert launcher.stats.requests["logs.GetLogEvents"] == 1
     assert launcher.log_tail(TaskHandle("x", "arn:aws:ecs:us-east-1:1:task/c/none")) == ""
 
 
