@@ -11,7 +11,7 @@ Fargate takes a fixed set of (vCPU, memory) pairs (Linux tasks)::
     8      16 - 60 GB in 4 GB steps
     16     32 - 120 GB in 8 GB steps
 
-and 21 - 200 GiB of ephemeral storage.  Memory is in MiB throughout (``config.parse_memory``).
+and 20 (the default, included in the price) or 21 - 200 GiB of ephemeral storage.  Memory is in MiB throughout (``config.parse_memory``).
 """
 
 from __future__ import annotations
@@ -43,8 +43,11 @@ FARGATE_MEMORY: dict[float, tuple[int, ...]] = {
 }
 """vCPUs -> the memory sizes (MiB) Fargate accepts with them."""
 
+EPHEMERAL_DEFAULT = 20
+"""The ephemeral storage every Fargate task has without asking, GiB (included in the price)."""
+
 EPHEMERAL_RANGE = (21, 200)
-"""Smallest and largest ephemeral storage of a Fargate task, GiB."""
+"""Smallest and largest ephemeral storage a Fargate task can ask for, GiB."""
 
 _REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}$")
 
@@ -109,13 +112,13 @@ def validate_ephemeral_storage(gib: int) -> int:
     """Check the ephemeral storage size (GiB).
 
     Raises:
-        ConfigError: outside 21-200 GiB.
+        ConfigError: neither the default 20 GiB nor 21-200 GiB.
     """
     low, high = EPHEMERAL_RANGE
-    if not isinstance(gib, int) or not low <= gib <= high:
+    if not isinstance(gib, int) or not (gib == EPHEMERAL_DEFAULT or low <= gib <= high):
         raise ConfigError(
-            f"ephemeral_storage={gib!r} GiB is not possible on Fargate: choose a whole number "
-            f"of GiB from {low} to {high}"
+            f"ephemeral_storage={gib!r} GiB is not possible on Fargate: choose "
+            f"{EPHEMERAL_DEFAULT} (the default) or a whole number of GiB from {low} to {high}"
         )
     return gib
 

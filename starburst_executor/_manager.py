@@ -173,7 +173,7 @@ class Manager(threading.Thread):
         self._store_name = store_name
         self._launcher_name = launcher_name
         self._poll_min, self._poll_max = launcher.poll_interval
-        self._flush_interval = min(2.0, max(0.05, self._poll_max / 2))
+        self._flush_interval = min(2.0, max(0.1, self._poll_max / 2))
 
         self._workers: dict[str, _Worker] = {}
         self._inflight: dict[str, _Batch] = {}
@@ -803,8 +803,10 @@ class Manager(threading.Thread):
 
     def usage(self, calls: int) -> Usage:
         requests = {f"{self._store_name}.{op}": n for op, n in self._store.stats.requests.items()}
-        requests.update(
-            {f"{self._launcher_name}.{op}": n for op, n in self._launcher.stats.requests.items()})
+        # A launcher names its platform's operations bare ("RunTask") and calls to other
+        # services with theirs ("sts.GetCallerIdentity").
+        requests.update({op if "." in op else f"{self._launcher_name}.{op}": n
+                         for op, n in self._launcher.stats.requests.items()})
         task_seconds, cost = self._billed()
         return Usage(
             requests=requests,

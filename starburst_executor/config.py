@@ -33,7 +33,7 @@ class Config:
     # Resources of one worker.
     cpu: float = 1.0
     memory: int = 2048  # MiB
-    ephemeral_storage: int = 21  # GiB
+    ephemeral_storage: int = 20  # GiB; 20 is Fargate's default, included in the price
     architecture: str = "x86_64"
     spot: bool = False
     # Where things live.

@@ -16,6 +16,7 @@ It keeps the stdlib contract of ``ProcessPoolExecutor``.  Its differences, named
 from __future__ import annotations
 
 import atexit
+import gc
 import itertools
 import os
 import secrets
@@ -240,10 +241,19 @@ class FargateExecutor(Executor):
             first = intake.next_id
             intake.next_id += len(calls)
             futures: list[Any] = []
-            for item_id, (args, kwargs) in zip(itertools.count(first), calls):
-                future: StarburstFuture[Any] = StarburstFuture(CallMetadata(item_id, now))
-                intake.pending.append(WorkItem(item_id, future, fn, args, kwargs, chunksize))
-                futures.append(future)
+            # Thousands of futures allocated at once trigger collections that traverse every
+            # object of the program, which costs more than the futures themselves.
+            pause_gc = len(calls) > 1000 and gc.isenabled()
+            if pause_gc:
+                gc.disable()
+            try:
+                for item_id, (args, kwargs) in zip(itertools.count(first), calls):
+                    future: StarburstFuture[Any] = StarburstFuture(CallMetadata(item_id, now))
+                    intake.pending.append(WorkItem(item_id, future, fn, args, kwargs, chunksize))
+                    futures.append(future)
+            finally:
+                if pause_gc:
+                    gc.enable()
             if intake.progress is not None:
                 intake.progress.add(len(calls))
             if self._manager is None:

@@ -257,7 +257,8 @@ def _system_prefixes() -> tuple[str, ...]:
     paths = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
     paths.update(site.getsitepackages())
     paths.add(site.getusersitepackages())
-    return tuple(os.path.realpath(p) + os.sep for p in paths if p)
+    real = {os.path.realpath(p) for p in paths if p}
+    return tuple(p + os.sep for p in real | {p for p in paths if p})
 
 
 def register_local_modules() -> None:
@@ -278,6 +279,8 @@ def register_local_modules() -> None:
         file = getattr(module, "__file__", None)
         if not file:
             continue
+        if file.startswith(prefixes) or os.sep + "site-packages" + os.sep in file:
+            continue  # the common case, decided without touching the file system
         real = os.path.realpath(file)
         if real.startswith(prefixes) or os.sep + "site-packages" + os.sep in real:
             continue

@@ -29,7 +29,7 @@ class BatchPolicy:
     min_batch_seconds: float = 0.05
     max_batch_items: int = 100_000
     max_batch_bytes: int = 16 * 1024 * 1024
-    balance: int = 2
+    balance: int = 1
 
 
 def next_batch_size(

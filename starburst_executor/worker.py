@@ -120,6 +120,7 @@ class Worker:
             writer.flush(final=True)
             return
         _log(f"{self.worker_id}: batch {batch_id} attempt {attempt}: {len(calls)} calls")
+        writer.last_flush = time.monotonic()  # fetching is not running: no part is due yet
         for item_id, fn_index, args, kwargs in calls:
             if item_id in skip:
                 continue
@@ -177,6 +178,8 @@ class _PartWriter:
             self._closed.set()
             self._flusher.join()
         with self._lock:
+            if final and not self.records and self.part:
+                return  # every result is out already: an empty last part would cost a request
             self._write(final=final)
 
     def _write(self, *, final: bool) -> None:

@@ -44,10 +44,11 @@ def test_invalid_cpu_lists_sizes() -> None:
 
 
 def test_ephemeral_storage() -> None:
+    assert sizes.validate_ephemeral_storage(20) == 20  # the default
     assert sizes.validate_ephemeral_storage(21) == 21
     assert sizes.validate_ephemeral_storage(200) == 200
-    for bad in (20, 201, 0):
-        with pytest.raises(ConfigError, match="from 21 to 200"):
+    for bad in (19, 201, 0):
+        with pytest.raises(ConfigError, match="20 .the default. or .* from 21 to 200"):
             sizes.validate_ephemeral_storage(bad)
 
 

@@ -198,13 +198,12 @@ class FargateLauncher:
     def task_definition_spec(self, execution_role_arn: str, task_role_arn: str) -> dict[str, Any]:
         """The RegisterTaskDefinition arguments (family excepted) for this configuration."""
         architecture = "ARM64" if self.config.architecture == "arm64" else "X86_64"
-        return {
+        spec: dict[str, Any] = {
             "networkMode": "awsvpc",
             "requiresCompatibilities": ["FARGATE"],
             "cpu": str(self.cpu_units),
             "memory": str(self.memory),
             "runtimePlatform": {"cpuArchitecture": architecture, "operatingSystemFamily": "LINUX"},
-            "ephemeralStorage": {"sizeInGiB": self.config.ephemeral_storage},
             "executionRoleArn": execution_role_arn,
             "taskRoleArn": task_role_arn,
             "containerDefinitions": [
@@ -225,6 +224,10 @@ class FargateLauncher:
                 }
             ],
         }
+        if self.config.ephemeral_storage > _fargate_sizes.EPHEMERAL_DEFAULT:
+            # Only storage above the default is asked for (and billed).
+            spec["ephemeralStorage"] = {"sizeInGiB": self.config.ephemeral_storage}
+        return spec
 
     @staticmethod
     def family_for(spec: dict[str, Any]) -> str:

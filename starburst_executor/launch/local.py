@@ -41,7 +41,7 @@ class LocalLauncher:
     the client's; their stderr goes to a log file per worker (see :meth:`log_tail`).
     """
 
-    poll_interval = (0.001, 0.02)
+    poll_interval = (0.01, 0.05)
 
     def __init__(self, log_dir: str | os.PathLike[str] | None = None, python: str = sys.executable):
         self._own_log_dir = log_dir is None

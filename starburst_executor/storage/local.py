@@ -74,29 +74,37 @@ class LocalStore:
     def list(self, prefix: str, start_after: str = "") -> list[str]:
         with self._lock:
             self.stats.count("list")
-        # Keys are listed from the directory that holds the prefix, so a prefix like
-        # "results/" costs one scandir, not a walk of the session.
-        directory = prefix.rpartition("/")[0]
-        base = self.root / directory if directory else self.root
+        # One scandir of the directory that holds the prefix (the manager lists results/
+        # many times a second); subdirectories matching the prefix are walked whole.
+        directory, _, stem = prefix.rpartition("/")
+        rel = directory + "/" if directory else ""
         keys: list[str] = []
         try:
-            stack = [(base, directory + "/" if directory else "")]
-            while stack:
-                path, rel = stack.pop()
-                with os.scandir(path) as entries:
-                    for entry in entries:
-                        if entry.name.startswith(".tmp-"):
-                            continue
-                        key = rel + entry.name
-                        if not key.startswith(prefix) and not prefix.startswith(key + "/"):
-                            continue
-                        if entry.is_dir():
-                            stack.append((Path(entry.path), key + "/"))
-                        elif key > start_after and key.startswith(prefix):
-                            keys.append(key)
+            with os.scandir(self.root / directory if directory else self.root) as entries:
+                for entry in entries:
+                    name = entry.name
+                    if not name.startswith(stem) or name.startswith(".tmp-"):
+                        continue
+                    if entry.is_dir():
+                        keys.extend(k for k in self._walk(entry.path, rel + name + "/")
+                                    if k > start_after)
+                    elif rel + name > start_after:
+                        keys.append(rel + name)
         except (FileNotFoundError, NotADirectoryError):
             return []
         keys.sort()
+        return keys
+
+    def _walk(self, path: str, rel: str) -> list[str]:
+        keys = []
+        with os.scandir(path) as entries:
+            for entry in entries:
+                if entry.name.startswith(".tmp-"):
+                    continue
+                if entry.is_dir():
+                    keys.extend(self._walk(entry.path, rel + entry.name + "/"))
+                else:
+                    keys.append(rel + entry.name)
         return keys
 
     def delete_prefix(self, prefix: str) -> None:

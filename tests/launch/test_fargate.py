@@ -87,6 +87,16 @@ def test_from_config_validates_without_network(monkeypatch: pytest.MonkeyPatch) 
 
 # -- task definition ------------------------------------------------------------------------
 
+def test_default_ephemeral_storage_is_not_asked_for() -> None:
+    # 20 GiB come with every task; asking for 21 would bill one GiB more.
+    config = fargate_config("c", "b")
+    assert config.ephemeral_storage == 20
+    spec = FargateLauncher.from_config(config, "s", "s3://b/p").task_definition_spec("e", "t")
+    assert "ephemeralStorage" not in spec
+    bigger = FargateLauncher.from_config(config.replace(ephemeral_storage=50), "s", "s3://b/p")
+    assert bigger.task_definition_spec("e", "t")["ephemeralStorage"] == {"sizeInGiB": 50}
+
+
 def test_task_definition_is_registered_once_and_reused(
         fargate: FargateEmulator, cluster: str, bucket: str, store: S3Store) -> None:
     fargate.runner = sleeper()
