@@ -86,25 +86,13 @@ class LocalStore:
                     if not name.startswith(stem) or name.startswith(".tmp-"):
                         continue
                     if entry.is_dir():
-                        keys.extend(k for k in self._walk(entry.path, rel + name + "/")
+                        keys.extend(k for k in _walk(entry.path, rel + name + "/")
                                     if k > start_after)
                     elif rel + name > start_after:
                         keys.append(rel + name)
         except (FileNotFoundError, NotADirectoryError):
             return []
         keys.sort()
-        return keys
-
-    def _walk(self, path: str, rel: str) -> list[str]:
-        keys = []
-        with os.scandir(path) as entries:
-            for entry in entries:
-                if entry.name.startswith(".tmp-"):
-                    continue
-                if entry.is_dir():
-                    keys.extend(self._walk(entry.path, rel + entry.name + "/"))
-                else:
-                    keys.append(rel + entry.name)
         return keys
 
     def delete_prefix(self, prefix: str) -> None:
@@ -124,3 +112,17 @@ class LocalStore:
 
     def __repr__(self) -> str:
         return f"LocalStore({str(self.root)!r})"
+
+
+def _walk(path: str, rel: str) -> list[str]:
+    """Every key below the directory ``path``, whose key prefix is ``rel``."""
+    keys = []
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.name.startswith(".tmp-"):
+                continue
+            if entry.is_dir():
+                keys.extend(_walk(entry.path, rel + entry.name + "/"))
+            else:
+                keys.append(rel + entry.name)
+    return keys
