@@ -29,6 +29,7 @@ Example::
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import datetime
 import json
@@ -39,13 +40,12 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO, Any, Protocol
 
 from .aws_proxy import AwsProxy, ProxyRequest, ProxyResponse
-from .moto_server import MotoServer
+from .moto_server import MotoServer, patched_environ
 
 __all__ = [
     "FargateEmulator",
@@ -347,18 +347,9 @@ class FargateEmulator:
         """Environment variables that send boto3 to the moto server through the proxy."""
         return {**self.moto.env(), "AWS_ENDPOINT_URL": self.proxy.endpoint}
 
-    @contextmanager
-    def patched_environ(self) -> Iterator[None]:
+    def patched_environ(self) -> contextlib.AbstractContextManager[None]:
         """Set :meth:`env` in ``os.environ`` (hiding real credential files) for the block."""
-        saved = dict(os.environ)
-        os.environ.update(self.env())
-        os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
-        os.environ["AWS_CONFIG_FILE"] = os.devnull
-        try:
-            yield
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        return patched_environ(self.env())
 
     # -- faults ---------------------------------------------------------------------------
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import urllib.request
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
 from typing import Any
 
 __all__ = ["MotoServer"]
@@ -19,6 +19,21 @@ FAKE_ENV: Mapping[str, str] = {
     "AWS_DEFAULT_REGION": "us-east-1",
     "AWS_REGION": "us-east-1",
 }
+
+
+@contextlib.contextmanager
+def patched_environ(env: Mapping[str, str]) -> Iterator[None]:
+    """Set ``env`` in ``os.environ`` for the block, with the real AWS credential and config
+    files hidden, so nothing can reach a real account."""
+    saved = dict(os.environ)
+    os.environ.update(env)
+    os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
+    os.environ["AWS_CONFIG_FILE"] = os.devnull
+    try:
+        yield
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
 
 
 class MotoServer:
@@ -53,18 +68,9 @@ class MotoServer:
         """Environment variables that send every boto3 client to this server."""
         return {**FAKE_ENV, "AWS_ENDPOINT_URL": self.endpoint}
 
-    @contextmanager
-    def patched_environ(self) -> Iterator[None]:
+    def patched_environ(self) -> contextlib.AbstractContextManager[None]:
         """Set :meth:`env` in ``os.environ`` (hiding real credential files) for the block."""
-        saved = dict(os.environ)
-        os.environ.update(self.env())
-        os.environ["AWS_SHARED_CREDENTIALS_FILE"] = os.devnull
-        os.environ["AWS_CONFIG_FILE"] = os.devnull
-        try:
-            yield
-        finally:
-            os.environ.clear()
-            os.environ.update(saved)
+        return patched_environ(self.env())
 
     def reset(self) -> None:
         """Forget every resource (``POST /moto-api/reset``)."""
