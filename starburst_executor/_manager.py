@@ -9,7 +9,7 @@
                   +--> assign/<worker>/<seq> for a live worker with a free slot (warm reuse)
                   +--> or a new worker, launched with its first assignment already written
       _collect:   one LIST of results/ --> GET each new part --> resolve futures
-      _watch:     launcher.poll --> a worker stopped with unfinished batches: retry them
+      _watch:     launcher.poll --> a worker stopped with its batch unfinished: retry it
                                     (up to max_retries) or fail their futures with WorkerLost
 
 ``submit`` and ``shutdown`` only change :class:`Intake` under its lock and wake this thread.
@@ -105,7 +105,7 @@ class _Worker:
     launched_at: float
     handle: TaskHandle | None = None
     seq: int = 0
-    batches: list[_Batch] = dataclasses.field(default_factory=list)
+    batch: _Batch | None = None  # one at a time, so none waits behind a long call
     warm: bool = False  # it has sent results, so it is running
     idle_since: float | None = None
     stop_reason: str | None = None
@@ -317,10 +317,9 @@ class Manager(threading.Thread):
     def _complete(self, batch: _Batch) -> None:
         self._inflight.pop(batch.batch_id, None)
         worker = batch.worker
-        if worker is not None and batch in worker.batches:
-            worker.batches.remove(batch)
-            if not worker.batches:
-                worker.idle_since = time.monotonic()
+        if worker is not None and worker.batch is batch:
+            worker.batch = None
+            worker.idle_since = time.monotonic()
 
     def _fail_batch(self, batch: _Batch, error: BaseException) -> None:
         for future in batch.futures.values():
@@ -336,7 +335,7 @@ class Manager(threading.Thread):
     # -- workers ----------------------------------------------------------------------------
 
     def _watch(self) -> bool:
-        watched = [w for w in self._workers.values() if w.handle is not None and w.batches]
+        watched = [w for w in self._workers.values() if w.handle is not None and w.batch]
         if not watched:
             self._forget_idle_workers()
             return False
@@ -350,9 +349,9 @@ class Manager(threading.Thread):
                 if now - worker.launched_at > self._config.start_timeout:
                     self._stop_worker(worker, f"did not start within start_timeout="
                                               f"{self._config.start_timeout:g}s")
-            elif self._config.task_timeout is not None and worker.batches:
-                if now - worker.batches[0].assigned_at > self._config.task_timeout:
-                    self._stop_worker(worker, f"batch {worker.batches[0].batch_id} ran past "
+            elif self._config.task_timeout is not None and worker.batch is not None:
+                if now - worker.batch.assigned_at > self._config.task_timeout:
+                    self._stop_worker(worker, f"batch {worker.batch.batch_id} ran past "
                                               f"task_timeout={self._config.task_timeout:g}s")
         if not stopped:
             return False
@@ -379,15 +378,8 @@ class Manager(threading.Thread):
     def _worker_gone(self, worker: _Worker, state: TaskState) -> None:
         self._workers.pop(worker.worker_id, None)
         self._end_span(worker.worker_id, state.stopped_at)
-        if not worker.batches:
-            return
-        running, *queued = worker.batches
-        for batch in queued:
-            # A worker runs its batches in order: these never started, so they owe nothing.
-            worker.batches.remove(batch)
-            batch.attempt -= 1
-            self._requeue(batch)
-        self._batch_lost(running, worker, state, None)
+        if worker.batch is not None:
+            self._batch_lost(worker.batch, worker, state, None)
 
     def _requeue(self, batch: _Batch) -> None:
         batch.worker = None
@@ -397,8 +389,8 @@ class Manager(threading.Thread):
     def _batch_lost(
         self, batch: _Batch, worker: _Worker, state: TaskState | None, why: str | None
     ) -> None:
-        if batch in worker.batches:
-            worker.batches.remove(batch)
+        if worker.batch is batch:
+            worker.batch = None
         if not batch.futures:
             self._complete(batch)
             return
@@ -477,7 +469,7 @@ class Manager(threading.Thread):
         # behind a long call while another worker sits idle.
         progress = False
         for worker in workers:
-            if worker.batches:
+            if worker.batch is not None:
                 continue
             batch = self._form_batch(self._capacity or self._max_workers)
             if batch is None:
@@ -587,7 +579,7 @@ class Manager(threading.Thread):
                  "skip": sorted(batch.done_ids)}
         self._store.put(_keys.assign_key(worker.worker_id, worker.seq), json.dumps(order).encode())
         worker.seq += 1
-        worker.batches.append(batch)
+        worker.batch = batch
         worker.idle_since = None
         self._inflight[batch.batch_id] = batch
         for future in batch.futures.values():
