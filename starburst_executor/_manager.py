@@ -184,6 +184,7 @@ class Manager(threading.Thread):
         self._capacity: int | None = None
         self._launch_not_before = 0.0
         self._launch_backoff = 0.0
+        self._launch_failing_since: float | None = None
         self._seconds_per_call: float | None = None
         self._bytes_per_call: float | None = None
         self._next_batch = 0
@@ -501,6 +502,7 @@ class Manager(threading.Thread):
                 worker.handle = result
                 self._workers[worker.worker_id] = worker
                 self._launch_backoff = 0.0
+                self._launch_failing_since = None
                 with self._usage_lock:
                     self._spans[worker.worker_id] = [time.time(), 0.0]
             else:
@@ -557,9 +559,19 @@ class Manager(threading.Thread):
             if not self._workers:
                 self._drain(error, cancel_pending=False)
             return
+        now = time.monotonic()
+        if self._launch_failing_since is None:
+            self._launch_failing_since = now
+        elif not self._workers and now - self._launch_failing_since > self._config.start_timeout:
+            # Transient or not, no worker for this long: say so rather than wait forever.
+            self._drain(LaunchError(
+                f"no worker could be started for {now - self._launch_failing_since:.0f} s "
+                f"(start_timeout={self._config.start_timeout:g}s): {failure.reason}"),
+                cancel_pending=False)
+            self._launch_failing_since = None
+            return
         self._launch_backoff = min(max(2 * self._launch_backoff, self._poll_max), 60.0)
-        self._launch_not_before = time.monotonic() + self._launch_backoff * random.uniform(
-            0.8, 1.2)
+        self._launch_not_before = now + self._launch_backoff * random.uniform(0.8, 1.2)
 
     def _worker_env(self, worker: _Worker) -> dict[str, str]:
         return {

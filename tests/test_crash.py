@@ -11,6 +11,7 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import wait
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -157,3 +158,16 @@ def test_batches_queued_behind_a_crash_are_not_blamed() -> None:
             assert isinstance(future.exception(timeout=0), WorkerLost)
         elif future.metadata.batch_id != futures[5].metadata.batch_id:
             assert future.result(timeout=0) == x
+
+
+def test_workers_that_never_launch_end_in_a_clear_error(mocker: Any) -> None:
+    from starburst_executor import LaunchError
+    from starburst_executor.launch.base import LaunchFailure
+    from starburst_executor.launch.local import LocalLauncher
+
+    mocker.patch.object(LocalLauncher, "launch", lambda self, specs: [
+        LaunchFailure(s.worker_id, "no capacity (injected)", retryable=True) for s in specs])
+    with FargateExecutor(max_workers=2, backend="local", start_timeout=0.5) as ex:
+        future = ex.submit(abs, -1)
+        with pytest.raises(LaunchError, match="no worker could be started.*no capacity"):
+            future.result(timeout=60)
