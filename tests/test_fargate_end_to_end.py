@@ -162,3 +162,18 @@ def test_map_in_real_containers(run: Any, fargate: FargateEmulator, docker_clien
         assert list(ex.map(slow_square, range(40), chunksize=10)) == [x * x for x in range(40)]
     assert fargate.tasks[0].exit_code == 137
     assert fargate.wait_stopped(30)
+
+
+def test_vcpu_quota_runs_the_work_in_waves(run: Any, fargate: FargateEmulator,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    # 4 workers x 1 vCPU wanted, 2 vCPUs of quota: at most 2 tasks at once, and a warning
+    # that says how to ask for more.
+    monkeypatch.setenv("STARBURST_FARGATE_VCPU_QUOTA", "2")
+    with pytest.warns(UserWarning, match="quota"):
+        with run(max_workers=4, cpu=1, memory=2048, idle_timeout=0.5) as ex:
+            assert list(ex.map(slow_square, range(40), chunksize=5)) == [
+                x * x for x in range(40)]
+    spans = [(t.started_at, t.stopped_at or time.time()) for t in fargate.tasks if t.started_at]
+    assert spans
+    most = max(sum(1 for a, b in spans if a <= start < b) for start, _ in spans)
+    assert most <= 2
