@@ -1,13 +1,12 @@
 from __future__ import annotations
 
-import json
 import time
 import warnings
 from collections.abc import Iterator
 
 import pytest
 
-from starburst_executor import _keys, payload
+from starburst_executor import _keys
 from starburst_executor.errors import ConfigError
 from starburst_executor.launch.base import LaunchFailure, TaskHandle, TaskPhase, WorkerSpec
 from starburst_executor.launch.fargate import FargateLauncher
@@ -45,24 +44,6 @@ def launcher(cluster: str, bucket: str, store: S3Store) -> Iterator[FargateLaunc
 
 class TestFargateLauncher(LauncherContract):
     startup_seconds = 20.0
-
-    def test_worker_runs_a_batch(self, launcher: FargateLauncher, store: S3Store) -> None:
-        # As the contract's, but the results may come in several parts: S3 is slower than the
-        # worker's 0.05 s flush interval here.
-        pickled = payload.pickle_function(pow)
-        digest = payload.function_digest(pickled)
-        store.put(_keys.function_key(digest), payload.dump("function", pickled))
-        store.put(_keys.batch_key("b1"), payload.dump(
-            "batch", payload.pickle_batch("b1", [digest], [(0, 0, (3, 4), {})])))
-        spec = _spec(store, idle=0.3)
-        store.put(_keys.assign_key(spec.worker_id, 0),
-                  json.dumps({"batch": "b1", "attempt": 1}).encode())
-        (handle,) = launcher.launch([spec])
-        assert isinstance(handle, TaskHandle)
-        _wait_stopped(launcher, [handle], 30)
-        records = [r for key in store.list(_keys.RESULTS_PREFIX)
-                   for r in payload.load(store.get(key), "results").records]
-        assert [payload.decode_result(r) for r in records] == [(True, 81)]
 
 
 def _idle_spec(store: S3Store, idle: float = 600) -> WorkerSpec:
