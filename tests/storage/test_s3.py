@@ -106,14 +106,23 @@ class TestS3Store(StoreContract):
             store.get("never/written")
 
 
-class TestThroughProxy:
-    @pytest.fixture
-    def proxy(self, aws: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsProxy]:
-        proxy = AwsProxy(aws.endpoint).start()
-        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
-        yield proxy
-        proxy.stop()
+@pytest.fixture
+def proxy(aws: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsProxy]:
+    """A counting, fault-injecting proxy in front of the moto server, used by boto3."""
+    proxy = AwsProxy(aws.endpoint).start()
+    monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
+    yield proxy
+    proxy.stop()
 
+
+def _error(code: str, message: str = "", status: int = 400) -> Any:
+    from starburst_executor.testing.aws_proxy import ProxyResponse
+
+    body = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
+    return lambda r: ProxyResponse(status, body) if r.service == "s3" else None
+
+
+class TestThroughProxy:
     def test_slow_down_is_retried_not_surfaced(self, bucket: str, proxy: AwsProxy) -> None:
         store = S3Store(bucket, "slow")
         try:
@@ -141,10 +150,7 @@ class TestThroughProxy:
 
     def test_access_denied_names_permission_and_resource(
             self, bucket: str, proxy: AwsProxy) -> None:
-        from starburst_executor.testing.aws_proxy import ProxyResponse
-
-        body = (b"<Error><Code>AccessDenied</Code><Message>Access Denied</Message></Error>")
-        proxy.add_hook(lambda r: ProxyResponse(403, body) if r.service == "s3" else None)
+        proxy.add_hook(_error("AccessDenied", "Access Denied", 403))
         store = S3Store(bucket, "denied")
         try:
             with pytest.raises(StoreAccessDenied) as info:
@@ -157,21 +163,7 @@ class TestThroughProxy:
             store.close()
 
 
-def _error(code: str, message: str = "", status: int = 400) -> Any:
-    from starburst_executor.testing.aws_proxy import ProxyResponse
-
-    body = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
-    return lambda r: ProxyResponse(status, body) if r.service == "s3" else None
-
-
 class TestErrorTranslation:
-    @pytest.fixture
-    def proxy(self, aws: MotoServer, monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsProxy]:
-        proxy = AwsProxy(aws.endpoint).start()
-        monkeypatch.setenv("AWS_ENDPOINT_URL", proxy.endpoint)
-        yield proxy
-        proxy.stop()
-
     @pytest.mark.parametrize("code", ["ExpiredToken", "RequestExpired"])
     def test_expired_credentials(self, proxy: AwsProxy, code: str) -> None:
         proxy.add_hook(_error(code, "The provided token has expired.", 400))
