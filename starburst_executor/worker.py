@@ -104,18 +104,16 @@ class Worker:
         try:
             _, digests, calls = payload.load(self.store.get(_keys.batch_key(batch_id)), "batch")
             functions = [self._load_function(d) for d in digests]
-        except PayloadVersionError as exc:
-            _log(f"{self.worker_id}: refusing batch {batch_id}: {exc}")
-            writer.add(payload.encode_exception(WHOLE_BATCH, exc, 0.0, 0.0, ""))
-            writer.flush(final=True)
-            return
         except Exception as exc:
-            error = SerializationError(
-                f"batch {batch_id} could not be unpickled on worker {self.worker_id}: "
-                f"{type(exc).__name__}: {exc}. If a module is missing, install it where the "
-                "client runs and rebuild the worker image (`starburst build`)."
-            )
-            _log(str(error))
+            error: Exception = exc
+            if not isinstance(exc, PayloadVersionError):
+                error = SerializationError(
+                    f"batch {batch_id} could not be unpickled on worker {self.worker_id}: "
+                    f"{type(exc).__name__}: {exc}. If a module is missing, install it where "
+                    "the client runs and rebuild the worker image (`starburst build`)."
+                )
+            # The whole batch fails with this error; no retry would read it any better.
+            _log(f"{self.worker_id}: refusing batch {batch_id}: {error}")
             writer.add(payload.encode_exception(WHOLE_BATCH, error, 0.0, 0.0, ""))
             writer.flush(final=True)
             return
