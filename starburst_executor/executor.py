@@ -16,6 +16,7 @@ It keeps the stdlib contract of ``ProcessPoolExecutor``.  Its differences, named
 from __future__ import annotations
 
 import atexit
+import collections
 import gc
 import itertools
 import os
@@ -147,32 +148,49 @@ class FargateExecutor(Executor):
         *iterables: Iterable[Any],
         timeout: float | None = None,
         chunksize: int | None = None,
+        buffersize: int | None = None,
     ) -> Iterator[T]:
         """Like the built-in ``map``, with calls run by the workers; results come in order.
 
         Args:
             fn: the callable, taking as many arguments as there are iterables.
-            *iterables: consumed at once (like the stdlib executors), zipped shortest-first.
+            *iterables: zipped shortest-first; consumed at once (like the stdlib executors)
+                unless ``buffersize`` is given.
             timeout: seconds from this call after which ``__next__`` raises ``TimeoutError``
                 for a result not yet there.
             chunksize: calls per batch; ``None`` sizes batches automatically.
+            buffersize: read the input lazily, with at most this many calls submitted and
+                not yet yielded (Python 3.14's ``Executor.map(buffersize=)``, on every
+                Python version), so an endless or huge generator can be mapped.
         """
         if chunksize is not None and chunksize < 1:
             raise ValueError("chunksize must be >= 1.")
+        if buffersize is not None and (not isinstance(buffersize, int) or buffersize < 1):
+            raise ValueError("buffersize must be None or > 0.")
         if self._config.progress and not self._announced:
             self._announced = True
             _announce_cost(self._config, self._max_workers)
         end_time = None if timeout is None else timeout + time.monotonic()
-        futures = self._submit_many(fn, [(args, {}) for args in zip(*iterables)], chunksize)
+        zipped = zip(*iterables)
+        first = zipped if buffersize is None else itertools.islice(zipped, buffersize)
+        futures = collections.deque(
+            self._submit_many(fn, [(args, {}) for args in first], chunksize))
+        executor_ref = weakref.ref(self)
 
         def result_iterator() -> Iterator[T]:
             try:
-                futures.reverse()  # pop() from the end is O(1) and drops each future once read
                 while futures:
-                    if end_time is None:
-                        yield _result_or_cancel(futures.pop())
-                    else:
-                        yield _result_or_cancel(futures.pop(), end_time - time.monotonic())
+                    # Refill before waiting, as the stdlib does, so the buffer stays full while
+                    # the caller consumes results; a weak reference lets an abandoned iterator
+                    # not keep the executor alive.
+                    executor = executor_ref() if buffersize is not None else None
+                    if executor is not None:
+                        more = next(zipped, None)
+                        if more is not None:
+                            futures.append(executor._submit_many(fn, [(more, {})], chunksize)[0])
+                    del executor
+                    remaining = None if end_time is None else end_time - time.monotonic()
+                    yield _result_or_cancel(futures.popleft(), remaining)
             finally:
                 for future in futures:
                     future.cancel()
@@ -203,11 +221,17 @@ class FargateExecutor(Executor):
             manager.join()
 
     def __exit__(self, exc_type: Any, exc_val: Any, exc_tb: Any) -> Literal[False]:
-        if exc_type is None:
-            self.shutdown(wait=True)
-        else:
-            # An error or Ctrl-C in the block: stop the workers now rather than wait for them.
+        if exc_type is not None and issubclass(exc_type, (KeyboardInterrupt, SystemExit)):
+            # Ctrl-C or exit in the block: stop the workers now, so nothing keeps billing.
             self._terminate(f"{exc_type.__name__} in the with-block")
+            return False
+        # As the stdlib does, other exceptions wait for the submitted work: results saved by
+        # done-callbacks are not lost.  Ctrl-C while waiting still stops everything.
+        try:
+            self.shutdown(wait=True)
+        except BaseException as interrupt:
+            self._terminate(f"{type(interrupt).__name__} while leaving the with-block")
+            raise
         return False
 
     def usage(self) -> Usage:
