@@ -53,12 +53,11 @@ def _cgroup_cpus(v2: str = _CGROUP_V2, v1: tuple[str, str] = _CGROUP_V1) -> floa
             except ValueError:
                 return None
         return None
-    quota_text, period_text = _read(v1[0]), _read(v1[1])
     try:
-        quota, period = int(quota_text or ""), int(period_text or "")
+        cfs_quota, cfs_period = int(_read(v1[0]) or ""), int(_read(v1[1]) or "")
     except ValueError:
         return None
-    return quota / period if quota > 0 and period > 0 else None
+    return cfs_quota / cfs_period if cfs_quota > 0 and cfs_period > 0 else None
 
 
 def _usable_cpus() -> int:
