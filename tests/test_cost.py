@@ -10,7 +10,7 @@ import pytest
 from botocore.stub import Stubber
 
 from starburst_executor import cost
-from starburst_executor._pricing_api import fetch_prices, parse_products
+from starburst_executor.provision.prices import fetch_prices, parse_products
 from starburst_executor.testing import MotoServer
 
 
