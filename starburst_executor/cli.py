@@ -99,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="build and push even if ECR has it")
     p.add_argument("--arm", action="store_true", help="build for arm64 (Graviton)")
 
+    _add_cost_parser(sub, common)
+    _add_session_parsers(sub, common)
+    return parser
+
+
+def _add_cost_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """The ``cost`` command."""
     p = sub.add_parser("cost", parents=[common], help="estimate what a run costs",
                        description="Estimate the Fargate cost of WORKERS tasks running HOURS "
                        "each, from the AWS Pricing API or, when unreachable, the offline table.")
@@ -114,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true", help="use the offline price table only")
     p.add_argument("--json", action="store_true", help="print the estimate as JSON")
 
+
+def _add_session_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """The commands about sessions and what they left: status, logs, cleanup, teardown."""
     p = sub.add_parser("status", parents=[common], help="sessions, running tasks and their cost",
                        description="List sessions with their age, whether they are live, their "
                        "tasks and the cost so far.")
@@ -141,7 +151,6 @@ def build_parser() -> argparse.ArgumentParser:
                        "it tagged), after confirmation.")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p.add_argument("--keep-bucket", action="store_true", help="keep the bucket and its data")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,4 +1,4 @@
-"""Shared fixtures of the CLI and provisioning tests: one moto server, reset per test."""
+"""Shared fixtures of the provisioning and CLI tests: one moto server, reset per test."""
 
 from __future__ import annotations
 
