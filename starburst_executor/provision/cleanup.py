@@ -14,7 +14,7 @@ from typing import Any
 
 from .._aws import aws_timestamp, error_code
 from ..config import Config, read_config_file, sessions_prefix, update_config_file
-from .common import Clients, Log, is_managed, role_name
+from .common import Clients, Log, is_managed, role_name, unless_missing
 from .sessions import (
     DEFAULT_LIVE_WINDOW,
     DESCRIBE_MAX,
@@ -324,13 +324,11 @@ def _teardown_repository(clients: Clients, repository: str, say: Say) -> None:
 
 def _teardown_role(clients: Clients, name: str, say: Say) -> None:
     iam = clients("iam")
-    try:
-        found = iam.get_role(RoleName=name)["Role"]
-    except Exception as exc:
-        if error_code(exc) != "NoSuchEntity":
-            raise
+    response = unless_missing("NoSuchEntity", iam.get_role, RoleName=name)
+    if response is None:
         say(f"role {name}: not found")
         return
+    found = response["Role"]
     tags = found.get("Tags") or iam.list_role_tags(RoleName=name).get("Tags", [])
     if not is_managed(tags):
         say(f"kept role {name} (not created by starburst setup)")

@@ -22,6 +22,7 @@ __all__ = [
     "role_name",
     "tag_list",
     "is_managed",
+    "unless_missing",
 ]
 
 Log = Callable[[str], None]
@@ -129,3 +130,13 @@ def is_managed(tags: Any) -> bool:
         if key == _tags.MANAGED_KEY and value == _tags.MANAGED_VALUE:
             return True
     return False
+
+
+def unless_missing(code: str, call: Callable[..., Any], /, **kwargs: Any) -> Any:
+    """``call(**kwargs)``, or ``None`` when AWS answers with error ``code``: it is not there."""
+    try:
+        return call(**kwargs)
+    except Exception as exc:
+        if _aws.error_code(exc) != code:
+            raise
+        return None

@@ -15,7 +15,14 @@ from .._aws import error_code
 from ..config import Config, sessions_prefix
 from ..errors import ConfigError
 from .checks import FAIL, OK, SETUP, SKIP, WARN, Check, DoctorReport, format_check
-from .common import AWS_MANAGED_EXECUTION_POLICIES, ECS_TASKS_PRINCIPAL, Clients, Log, role_name
+from .common import (
+    AWS_MANAGED_EXECUTION_POLICIES,
+    ECS_TASKS_PRINCIPAL,
+    Clients,
+    Log,
+    role_name,
+    unless_missing,
+)
 from .network import network_checks
 from .policies import allowed, principals, statements
 
@@ -129,13 +136,11 @@ class _Doctor:
     def _role(self, label: str, role: str) -> tuple[dict[str, Any] | None, list[Check]]:
         name = role_name(role)
         iam = self.clients("iam")
-        try:
-            found = iam.get_role(RoleName=name)["Role"]
-        except Exception as exc:
-            if error_code(exc) != "NoSuchEntity":
-                raise
+        response = unless_missing("NoSuchEntity", iam.get_role, RoleName=name)
+        if response is None:
             return None, [Check(label, FAIL, f"role {name} does not exist",
                                 f"{SETUP} (it creates {name})")]
+        found = response["Role"]
         trusted = principals(found.get("AssumeRolePolicyDocument"))
         if ECS_TASKS_PRINCIPAL not in trusted:
             return found, [Check(label, FAIL, f"role {name} does not trust {ECS_TASKS_PRINCIPAL}",

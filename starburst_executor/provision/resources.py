@@ -11,7 +11,7 @@ from .. import _tags
 from .._aws import error_code
 from ..config import Config
 from ..errors import ConfigError
-from .common import BUCKET_POLICY_SID, LIFECYCLE_RULE_ID, is_managed, tag_list
+from .common import BUCKET_POLICY_SID, LIFECYCLE_RULE_ID, is_managed, tag_list, unless_missing
 from .policies import (
     bucket_policy_statement,
     ecr_lifecycle_policy,
@@ -78,30 +78,21 @@ def _update_bucket(ctx: Context, s3: Any, documents: Mapping[str, Any]) -> list[
     tls_statement = documents["bucket policy"]["Statement"][0]
     rule = documents["lifecycle rule"]
     changes: list[str] = []
-    try:
-        current_block = s3.get_public_access_block(Bucket=bucket)["PublicAccessBlockConfiguration"]
-    except Exception as exc:
-        if error_code(exc) != "NoSuchPublicAccessBlockConfiguration":
-            raise
-        current_block = {}
+    found = unless_missing("NoSuchPublicAccessBlockConfiguration", s3.get_public_access_block,
+                           Bucket=bucket)
+    current_block = found["PublicAccessBlockConfiguration"] if found else {}
     if current_block != public_block:
         changes.append("block public access")
         if not ctx.dry_run:
             s3.put_public_access_block(Bucket=bucket, PublicAccessBlockConfiguration=public_block)
-    try:
-        s3.get_bucket_encryption(Bucket=bucket)
-    except Exception as exc:
-        if error_code(exc) != "ServerSideEncryptionConfigurationNotFoundError":
-            raise
+    if unless_missing("ServerSideEncryptionConfigurationNotFoundError", s3.get_bucket_encryption,
+                      Bucket=bucket) is None:
         changes.append("turn on default encryption")
         if not ctx.dry_run:
             s3.put_bucket_encryption(Bucket=bucket, ServerSideEncryptionConfiguration=encryption)
-    try:
-        policy = json.loads(s3.get_bucket_policy(Bucket=bucket)["Policy"])
-    except Exception as exc:
-        if error_code(exc) != "NoSuchBucketPolicy":
-            raise
-        policy = {"Version": "2012-10-17", "Statement": []}
+    found = unless_missing("NoSuchBucketPolicy", s3.get_bucket_policy, Bucket=bucket)
+    policy: dict[str, Any] = (json.loads(found["Policy"]) if found
+                              else {"Version": "2012-10-17", "Statement": []})
     statements = [s for s in policy.get("Statement", []) if s.get("Sid") != BUCKET_POLICY_SID]
     ours = [s for s in policy.get("Statement", []) if s.get("Sid") == BUCKET_POLICY_SID]
     if len(ours) != 1 or normalize_policy(ours[0]) != normalize_policy(tls_statement):
@@ -109,12 +100,9 @@ def _update_bucket(ctx: Context, s3: Any, documents: Mapping[str, Any]) -> list[
         if not ctx.dry_run:
             policy["Statement"] = statements + [tls_statement]
             s3.put_bucket_policy(Bucket=bucket, Policy=json.dumps(policy))
-    try:
-        rules = s3.get_bucket_lifecycle_configuration(Bucket=bucket)["Rules"]
-    except Exception as exc:
-        if error_code(exc) != "NoSuchLifecycleConfiguration":
-            raise
-        rules = []
+    found = unless_missing("NoSuchLifecycleConfiguration", s3.get_bucket_lifecycle_configuration,
+                           Bucket=bucket)
+    rules = found["Rules"] if found else []
     mine = [r for r in rules if r.get("ID") == LIFECYCLE_RULE_ID]
     if len(mine) != 1 or not _same_rule(mine[0], rule):
         changes.append(f"expire session data after {ctx.options.session_days} days")
@@ -152,12 +140,9 @@ def ensure_repository(ctx: Context) -> tuple[str, StepResult]:
     name = ctx.names.repository
     lifecycle = ecr_lifecycle_policy(ctx.options.keep_images)
     documents = {"lifecycle policy": lifecycle, "scan on push": True}
-    try:
-        repo = ecr.describe_repositories(repositoryNames=[name])["repositories"][0]
-    except Exception as exc:
-        if error_code(exc) != "RepositoryNotFoundException":
-            raise
-        repo = None
+    found = unless_missing("RepositoryNotFoundException", ecr.describe_repositories,
+                           repositoryNames=[name])
+    repo = found["repositories"][0] if found else None
     if repo is None:
         uri = ctx.names.repository_uri
         if not ctx.dry_run:
@@ -175,12 +160,9 @@ def ensure_repository(ctx: Context) -> tuple[str, StepResult]:
         if not ctx.dry_run:
             ecr.put_image_scanning_configuration(
                 repositoryName=name, imageScanningConfiguration={"scanOnPush": True})
-    try:
-        current = ecr.get_lifecycle_policy(repositoryName=name)["lifecyclePolicyText"]
-    except Exception as exc:
-        if error_code(exc) != "LifecyclePolicyNotFoundException":
-            raise
-        current = None
+    policy = unless_missing("LifecyclePolicyNotFoundException", ecr.get_lifecycle_policy,
+                            repositoryName=name)
+    current = policy["lifecyclePolicyText"] if policy else None
     if current is None or normalize_policy(current) != normalize_policy(lifecycle):
         changes.append(f"keep the last {ctx.options.keep_images} images")
         if not ctx.dry_run:

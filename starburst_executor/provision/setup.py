@@ -14,11 +14,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .._aws import error_code
 from ..config import Config, config_path, load_config, read_config_file, update_config_file
 from ..errors import ConfigError
 from . import resources
-from .common import AWS_MANAGED_EXECUTION_POLICIES, TASK_ROLE_POLICY_NAME, Clients, Log, Names, tag_list
+from .common import (
+    AWS_MANAGED_EXECUTION_POLICIES,
+    TASK_ROLE_POLICY_NAME,
+    Clients,
+    Log,
+    Names,
+    tag_list,
+    unless_missing,
+)
 from .policies import normalize_policy, task_role_policy, trust_policy
 from .steps import UNCHANGED, Context, StepResult
 
@@ -188,12 +195,8 @@ def _ensure_role(
     if managed:
         documents["attached policies"] = list(managed)
     documents.update({f"inline policy {k}": v for k, v in (inline or {}).items()})
-    try:
-        role = iam.get_role(RoleName=name)["Role"]
-    except Exception as exc:
-        if error_code(exc) != "NoSuchEntity":
-            raise
-        role = None
+    found = unless_missing("NoSuchEntity", iam.get_role, RoleName=name)
+    role = found["Role"] if found else None
     changes: list[str] = []
     if role is None:
         arn = ctx.names.role_arn(name)
@@ -222,12 +225,9 @@ def _ensure_role(
             if not ctx.dry_run:
                 iam.attach_role_policy(RoleName=name, PolicyArn=policy_arn)
     for policy_name, document in (inline or {}).items():
-        try:
-            current = iam.get_role_policy(RoleName=name, PolicyName=policy_name)["PolicyDocument"]
-        except Exception as exc:
-            if error_code(exc) != "NoSuchEntity":
-                raise
-            current = None
+        found = unless_missing("NoSuchEntity", iam.get_role_policy, RoleName=name,
+                               PolicyName=policy_name)
+        current = found["PolicyDocument"] if found else None
         if current is None or normalize_policy(current) != normalize_policy(document):
             changes.append(f"{'add' if current is None else 'update'} inline policy {policy_name}")
             if not ctx.dry_run:
