@@ -1,9 +1,10 @@
-"""boto3 clients, and the one place where botocore errors become this project's errors.
+"""The AWS boundary: the one maker of boto3 clients, the one translator of botocore errors.
 
 Every AWS call of the package goes through a client made by :func:`client` (region from the
 configuration, retries with backoff, ``AWS_ENDPOINT_URL`` honoured by boto3 itself) and every
 botocore exception that escapes a call is passed through :func:`translate`, which picks the error
-of :mod:`starburst_executor.errors` and writes a message that says what to do next.
+of :mod:`starburst_executor.errors` and writes a message that says what to do next
+(:func:`message` is its one-line form for the command line, where the service is not known).
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from .errors import (
     StoreError,
 )
 
-__all__ = ["client", "resolve_region", "translate", "error_code", "is_throttling",
-           "is_transient", "iam_action"]
+__all__ = ["client", "default_region", "resolve_region", "translate", "message", "error_code",
+           "is_aws_error", "is_throttling", "is_transient", "iam_action", "aws_timestamp"]
 
 MAX_ATTEMPTS = 8
 """Attempts per API call (first try included); botocore backs off exponentially with jitter."""
@@ -111,7 +112,7 @@ _loader_lock = threading.Lock()
 _loader: Any = None
 
 
-def _new_session(region: str) -> boto3.session.Session:
+def _new_session(region: str, profile: str | None = None) -> boto3.session.Session:
     # A fresh Session per client: Sessions are not thread-safe, and a long-lived one would keep
     # credentials the user has since refreshed.  The service models they load from disk are
     # the same for all, so they share one loader (a client then costs ~50 ms, not ~200 ms).
@@ -122,7 +123,16 @@ def _new_session(region: str) -> boto3.session.Session:
             _loader = core.get_component("data_loader")
         else:
             core.register_component("data_loader", _loader)
-    return boto3.session.Session(botocore_session=core, region_name=region)
+    return boto3.session.Session(botocore_session=core, region_name=region, profile_name=profile)
+
+
+def default_region(profile: str | None = None) -> str | None:
+    """The region boto3 would use (``AWS_DEFAULT_REGION``, the profile), or ``None``.
+
+    Raises:
+        botocore.exceptions.ProfileNotFound: ``profile`` is not in the AWS config files.
+    """
+    return boto3.session.Session(profile_name=profile).region_name
 
 
 def resolve_region(region: str | None) -> str:
@@ -133,7 +143,7 @@ def resolve_region(region: str | None) -> str:
     """
     if region:
         return region
-    found = boto3.session.Session().region_name or os.environ.get("AWS_REGION")
+    found = default_region() or os.environ.get("AWS_REGION")
     if not found:
         raise ConfigError(
             "no AWS region: pass region=..., set STARBURST_REGION or AWS_REGION, "
@@ -149,11 +159,25 @@ def client(
     max_attempts: int = MAX_ATTEMPTS,
     max_pool_connections: int = 32,
     retry_mode: Literal["standard", "adaptive"] = "standard",
+    timeout: float = 60.0,
+    session: Any = None,
+    profile: str | None = None,
 ) -> Any:
     """Return a boto3 client for ``service`` with retries and timeouts set.
 
     ``AWS_ENDPOINT_URL`` (and ``AWS_ENDPOINT_URL_<SERVICE>``) are read by boto3 itself, which is
     how tests point every client at a moto server.
+
+    Args:
+        service: ``"s3"``, ``"ecs"``...
+        region: the region; default :func:`resolve_region`'s.
+        max_attempts: attempts per call, the first included.
+        max_pool_connections: connections kept open for threads sharing the client.
+        retry_mode: botocore's retry mode.
+        timeout: read timeout, seconds (connecting waits at most 10 s, or ``timeout`` if less).
+        session: a ``boto3.Session`` to make the client from, so that a caller (a test) can
+            register botocore event hooks on every call; default a fresh one.
+        profile: the AWS profile of a fresh session.
 
     Raises:
         ConfigError: no region, or boto3 cannot build the client.
@@ -162,13 +186,14 @@ def client(
     config = botocore.config.Config(
         region_name=region,
         retries={"mode": retry_mode, "total_max_attempts": max_attempts},
-        connect_timeout=10,
-        read_timeout=60,
+        connect_timeout=min(10.0, timeout),
+        read_timeout=timeout,
         max_pool_connections=max_pool_connections,
         user_agent_extra="starburst-executor",
     )
     try:
-        return _new_session(region).client(service, config=config)  # type: ignore[call-overload]
+        source = session or _new_session(region, profile)
+        return source.client(service, config=config)  # type: ignore[call-overload]
     except botocore.exceptions.BotoCoreError as exc:
         raise translate(exc, service=service, operation="create client") from None
 
@@ -178,6 +203,20 @@ def error_code(exc: BaseException) -> str:
     if isinstance(exc, botocore.exceptions.ClientError):
         return str(exc.response.get("Error", {}).get("Code", ""))
     return ""
+
+
+def is_aws_error(exc: BaseException) -> bool:
+    """Whether ``exc`` is a botocore error (a refused call, no credentials, no connection...)."""
+    return isinstance(exc, (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError))
+
+
+def aws_timestamp(value: Any) -> float | None:
+    """Seconds since the epoch of a time as boto3 returns it (a ``datetime`` or a number)."""
+    if value is None:
+        return None
+    if hasattr(value, "timestamp"):
+        return float(value.timestamp())
+    return float(value)
 
 
 def is_throttling(exc: BaseException) -> bool:
@@ -220,6 +259,7 @@ def translate(
     operation: str = "",
     resource: str = "",
     bucket: str = "",
+    family: type[StarburstError] | None = None,
 ) -> StarburstError:
     """Return the project error that stands for a botocore exception.
 
@@ -230,9 +270,12 @@ def translate(
         operation: the API operation, e.g. ``"PutObject"``.
         resource: the ARN or ``s3://`` URL of what was accessed, named in the message.
         bucket: the S3 bucket, named when it is missing.
+        family: the error of a failed call, instead of the service's (``ImageError`` for ECR
+            calls made while building an image); credentials and region stay ``ConfigError``.
     """
     if isinstance(exc, StarburstError):
         return exc
+    family = family or (StoreError if service == "s3" else LaunchError)
     what = f"{service} {operation}".strip()
     on = f" on {resource}" if resource else ""
     if isinstance(exc, botocore.exceptions.NoCredentialsError):
@@ -249,15 +292,26 @@ def translate(
                         botocore.exceptions.ConnectTimeoutError,
                         botocore.exceptions.ReadTimeoutError,
                         botocore.exceptions.ConnectionClosedError)):
-        family = StoreError if service == "s3" else LaunchError
         return family(
             f"cannot reach AWS for {what}{on} ({exc}); check the network, the region and "
             "AWS_ENDPOINT_URL if set, then retry"
         )
     if not isinstance(exc, botocore.exceptions.ClientError):
-        family = StoreError if service == "s3" else LaunchError
         return family(f"{what}{on} failed: {exc}")
+    return _translate_refusal(exc, service, operation, resource, bucket, family)
 
+
+def _translate_refusal(
+    exc: botocore.exceptions.ClientError,
+    service: str,
+    operation: str,
+    resource: str,
+    bucket: str,
+    family: type[StarburstError],
+) -> StarburstError:
+    """:func:`translate` of an error answer of AWS (a ``ClientError``), by its code."""
+    what = f"{service} {operation}".strip()
+    on = f" on {resource}" if resource else ""
     code = error_code(exc)
     message = str(exc.response.get("Error", {}).get("Message", "")) or str(exc)
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
@@ -291,9 +345,8 @@ def translate(
             f"access denied: {action}{on} is not allowed for your AWS identity ({message}); "
             f"grant {action} on that resource to your IAM user/role (see `starburst doctor`)"
         )
-        return StoreAccessDenied(text) if service == "s3" else LaunchError(text)
+        return StoreAccessDenied(text) if service == "s3" else family(text)
     if is_throttling(exc):
-        family = StoreError if service == "s3" else LaunchError
         return family(
             f"AWS kept throttling {what}{on} ({code}) through every retry with backoff: "
             "lower max_workers or retry later"
@@ -302,5 +355,22 @@ def translate(
         return LaunchError(
             f"ECS cluster not found ({message}): run `starburst setup` or set cluster=..."
         )
-    family = StoreError if service == "s3" else LaunchError
     return family(f"{what}{on} failed: {code}: {message}")
+
+
+def message(exc: BaseException) -> str:
+    """One line for a botocore error raised where the service is not known (the command line),
+    saying what to do next."""
+    if not isinstance(exc, botocore.exceptions.ClientError):
+        return str(translate(exc, service="aws"))  # credentials, region, connection
+    translated = translate(exc, service="aws", operation=exc.operation_name)
+    if isinstance(translated, ConfigError):  # expired or rejected credentials
+        return str(translated)
+    code = error_code(exc)
+    text = str(exc.response.get("Error", {}).get("Message", "")) or code
+    if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation") or (
+            exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 403):
+        # AWS's message names the action and resource; the service prefix is not known here.
+        return (f"AWS denied {exc.operation_name}: {text}. Grant that permission to your "
+                "identity (or have an administrator run `starburst setup`), then retry")
+    return f"AWS {exc.operation_name} failed: {code}: {text}"

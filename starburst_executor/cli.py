@@ -42,7 +42,7 @@ def _positive(kind: Callable[[str], Any]) -> Callable[[str], Any]:
 
 
 def _duration(text: str) -> float:
-    from ._provision_ops import parse_duration
+    from .provision import parse_duration
 
     try:
         return parse_duration(text)
@@ -99,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true", help="build and push even if ECR has it")
     p.add_argument("--arm", action="store_true", help="build for arm64 (Graviton)")
 
+    _add_cost_parser(sub, common)
+    _add_session_parsers(sub, common)
+    return parser
+
+
+def _add_cost_parser(sub: Any, common: argparse.ArgumentParser) -> None:
+    """The ``cost`` command."""
     p = sub.add_parser("cost", parents=[common], help="estimate what a run costs",
                        description="Estimate the Fargate cost of WORKERS tasks running HOURS "
                        "each, from the AWS Pricing API or, when unreachable, the offline table.")
@@ -114,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--offline", action="store_true", help="use the offline price table only")
     p.add_argument("--json", action="store_true", help="print the estimate as JSON")
 
+
+def _add_session_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
+    """The commands about sessions and what they left: status, logs, cleanup, teardown."""
     p = sub.add_parser("status", parents=[common], help="sessions, running tasks and their cost",
                        description="List sessions with their age, whether they are live, their "
                        "tasks and the cost so far.")
@@ -141,7 +151,6 @@ def build_parser() -> argparse.ArgumentParser:
                        "it tagged), after confirmation.")
     p.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation")
     p.add_argument("--keep-bucket", action="store_true", help="keep the bucket and its data")
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -164,40 +173,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(str(exc))
         return EXIT_FAILED
     except Exception as exc:
-        message = _aws_message(exc)
-        if message is None:
+        from . import _aws
+
+        if not _aws.is_aws_error(exc):
             raise
-        _err(message)
+        _err(_aws.message(exc))
         return EXIT_FAILED
 
 
 def _err(message: str, stream: TextIO | None = None) -> None:
     print(f"starburst: error: {message}", file=stream or sys.stderr)
-
-
-def _aws_message(exc: BaseException) -> str | None:
-    """One line for a botocore error, saying what to do; ``None`` for anything else."""
-    try:
-        import botocore.exceptions
-    except ImportError:  # pragma: no cover
-        return None
-    if not isinstance(exc, (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError)):
-        return None
-    from . import _aws
-
-    if not isinstance(exc, botocore.exceptions.ClientError):
-        return str(_aws.translate(exc, service="aws"))  # credentials, region, connection
-    translated = _aws.translate(exc, service="aws", operation=exc.operation_name)
-    if isinstance(translated, ConfigError):  # expired or rejected credentials
-        return str(translated)
-    code = _aws.error_code(exc)
-    message = str(exc.response.get("Error", {}).get("Message", "")) or code
-    if code in ("AccessDenied", "AccessDeniedException", "UnauthorizedOperation") or (
-            exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") == 403):
-        # AWS's message names the action and resource; the service prefix is not known here.
-        return (f"AWS denied {exc.operation_name}: {message}. Grant that permission to your "
-                "identity (or have an administrator run `starburst setup`), then retry")
-    return f"AWS {exc.operation_name} failed: {code}: {message}"
 
 
 # -- commands ----------------------------------------------------------------------------------
@@ -262,7 +247,7 @@ def _cmd_doctor(args: argparse.Namespace) -> int:
 
 def _cmd_build(args: argparse.Namespace) -> int:
     from . import image
-    from .config import config_path, write_config_file
+    from .config import config_path, read_config_file, update_config_file
 
     overrides: dict[str, Any] = {}
     if args.arm:
@@ -272,20 +257,11 @@ def _cmd_build(args: argparse.Namespace) -> int:
     options: dict[str, Any] = {"force": True} if args.force else {}
     uri = image.ensure_image(config, log=_say, **options)
     path = args.config or config_path()
-    current: dict[str, Any] = {}
-    if path.exists():
-        try:
-            data = json.loads(path.read_text())
-            current = data if isinstance(data, dict) else {}
-        except (OSError, ValueError):
-            current = {}
+    current = read_config_file(path) or {}
     # The image only runs on its own architecture, so the two are recorded together.
     wanted = {"image": uri, "architecture": config.architecture}
     if any(current.get(k) != v for k, v in wanted.items()):
-        from dataclasses import fields
-
-        known = {f.name for f in fields(Config)}
-        write_config_file({**{k: v for k, v in current.items() if k in known}, **wanted}, path)
+        update_config_file(wanted, path)
         print(f"Image {uri} ({config.architecture}) recorded in {path}.")
     else:
         print(f"Image {uri} is up to date.")
@@ -302,15 +278,15 @@ def _cmd_cost(args: argparse.Namespace) -> int:
         except ConfigError:
             region = None
     if region is None:
-        try:
-            import boto3
+        from ._aws import default_region
 
-            region = boto3.session.Session(profile_name=args.profile).region_name
+        try:
+            region = default_region(args.profile)
         except Exception:
             region = None
     prices = cost.OFFLINE_PRICES
     if not args.offline and region:
-        from ._pricing_api import fetch_prices
+        from .provision import fetch_prices
 
         prices = fetch_prices(region, timeout=3.0)
     estimate = cost.estimate(
@@ -400,8 +376,7 @@ def _cmd_cleanup(args: argparse.Namespace) -> int:
 
 
 def _cmd_teardown(args: argparse.Namespace) -> int:
-    from ._provision_common import role_name
-    from .provision import teardown
+    from .provision import role_name, teardown
 
     config = _config(args)
     bucket = "" if args.keep_bucket else f"the bucket {config.bucket} and all its data, "

@@ -1,8 +1,10 @@
-"""Settings: one frozen record, resolved once per executor.
+"""Settings: one frozen record, resolved once per executor, and the config file behind it.
 
 Precedence, highest first: keyword argument > ``STARBURST_<NAME>`` environment variable > the
 config file written by ``starburst setup`` > default.  The file is JSON, at ``$STARBURST_CONFIG``
-or ``~/.config/starburst/config.json``.  Nothing here touches the network.
+or ``~/.config/starburst/config.json``; this module is the only one that reads or writes it.
+It also says where the S3 store of the settings lives (:func:`store_root`,
+:func:`sessions_prefix`).  Nothing here touches the network.
 """
 
 from __future__ import annotations
@@ -12,13 +14,25 @@ import json
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode, urlsplit
 
 from .errors import ConfigError
 
-__all__ = ["Config", "load_config", "config_path", "parse_memory", "write_config_file", "BACKENDS"]
+__all__ = [
+    "Config",
+    "load_config",
+    "config_path",
+    "parse_memory",
+    "read_config_file",
+    "write_config_file",
+    "update_config_file",
+    "store_root",
+    "sessions_prefix",
+    "BACKENDS",
+]
 
 BACKENDS = ("fargate", "local", "docker")
 ARCHITECTURES = ("x86_64", "arm64")
@@ -89,6 +103,45 @@ def write_config_file(values: Mapping[str, Any], path: Path | None = None) -> Pa
     return path
 
 
+def read_config_file(path: Path | None = None) -> dict[str, Any] | None:
+    """The settings the config file holds (known names only); ``None`` when there is no file or
+    it cannot be read as a JSON object."""
+    try:
+        data = _read_file(path or config_path())
+    except ConfigError:
+        return None
+    return None if data is None else {k: v for k, v in data.items() if k in _FIELDS}
+
+
+def update_config_file(
+    changes: Mapping[str, Any], path: Path | None = None, *, remove: Iterable[str] = ()
+) -> Path:
+    """Set ``changes`` and drop the names in ``remove`` in the config file, keeping its other
+    settings (a file that cannot be read counts as empty); delete the file when nothing is left.
+    Returns its path."""
+    path = path or config_path()
+    values = {**(read_config_file(path) or {}), **changes}
+    for name in remove:
+        values.pop(name, None)
+    if values:
+        return write_config_file(values, path)
+    path.unlink(missing_ok=True)
+    return path
+
+
+def _read_file(file: Path) -> dict[str, Any] | None:
+    """The JSON object in ``file``, ``None`` when there is no file; :class:`ConfigError` else."""
+    if not file.exists():
+        return None
+    try:
+        data = json.loads(file.read_text())
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"cannot read config file {file}: {exc}; fix or delete it") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {file} must hold a JSON object")
+    return data
+
+
 def load_config(
     overrides: Mapping[str, Any] | None = None,
     *,
@@ -104,13 +157,8 @@ def load_config(
     values: dict[str, Any] = {}
     sources: dict[str, str] = {}
     file = path or config_path()
-    if file.exists():
-        try:
-            data = json.loads(file.read_text())
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"cannot read config file {file}: {exc}; fix or delete it") from None
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {file} must hold a JSON object")
+    data = _read_file(file)
+    if data is not None:
         for name, value in data.items():
             if name in _FIELDS:  # unknown keys are ignored so old clients read newer files
                 values[name] = value
@@ -214,3 +262,41 @@ def _validated(config: Config) -> Config:
         if value is not None and not value > 0:
             raise ConfigError(f"{name} must be positive, got {value}")
     return config
+
+
+def store_root(config: Config) -> str:
+    """The URL of the S3 store root of the fargate backend: ``config.store``, else
+    ``s3://<bucket>/<prefix>`` with ``region`` and ``kms_key_id`` as query options.
+
+    Raises:
+        ConfigError: no store and no bucket configured.
+    """
+    if config.store:
+        return config.store
+    if not config.bucket:
+        raise ConfigError(
+            "no S3 bucket is configured for the fargate backend: run `starburst setup` (it "
+            "creates one and writes the config file), or pass bucket=... / set STARBURST_BUCKET"
+        )
+    root = f"s3://{config.bucket}/{config.prefix.strip('/')}"
+    options = {k: v for k, v in (("region", config.region), ("kms_key_id", config.kms_key_id)) if v}
+    if options:
+        root += "?" + urlencode(options)
+    return root
+
+
+def sessions_prefix(config: Config) -> tuple[str, str]:
+    """(bucket, key prefix of the sessions' data, ending in ``sessions/``) of an S3 store.
+
+    Raises:
+        ConfigError: no bucket configured.
+    """
+    if config.store and config.store.startswith("s3://"):
+        parts = urlsplit(config.store)
+        bucket, prefix = parts.netloc, parts.path
+    else:
+        bucket, prefix = config.bucket or "", config.prefix
+    if not bucket:
+        raise ConfigError("no bucket configured: run `starburst setup` or set STARBURST_BUCKET")
+    prefix = prefix.strip("/")
+    return bucket, (f"{prefix}/sessions/" if prefix else "sessions/")

@@ -11,7 +11,7 @@ rates, USD.  The us-east-1 on-demand rates ($0.04048 per vCPU-hour, $0.004445 pe
 $0.03238 and $0.00356; storage $0.000111 per GB-hour) match third-party copies of the page dated
 March 2026; the other regions' rates and every Spot rate were transcribed without a live check from
 this machine; ARM Spot rates are the x86 Spot rates less the 20% ARM discount.  Spot rates move gradually with supply and demand, so Spot figures are indicative.
-For current rates use ``starburst_executor._pricing_api.fetch_prices`` (the AWS Pricing API), which
+For current rates use ``starburst_executor.provision.fetch_prices`` (the AWS Pricing API), which
 falls back to this table.  A region missing from the table is priced at the highest rate of the
 table (:data:`DEFAULT_REGION_KEY`), so a cost guard errs on the side of stopping.
 

@@ -89,3 +89,33 @@ def test_config_file_ignores_unknown_keys(config_file: Path) -> None:
 def test_replace_validates() -> None:
     with pytest.raises(ConfigError):
         Config().replace(backend="nope")
+
+
+def test_update_config_file_keeps_other_settings_and_deletes_an_empty_file(tmp_path: Path) -> None:
+    from starburst_executor.config import read_config_file, update_config_file
+
+    path = tmp_path / "config.json"
+    assert read_config_file(path) is None
+    update_config_file({"bucket": "b", "region": "eu-west-1"}, path)
+    update_config_file({"image": "repo:tag"}, path, remove=["region"])
+    assert read_config_file(path) == {"bucket": "b", "image": "repo:tag"}
+    update_config_file({}, path, remove=["bucket", "image"])
+    assert not path.exists()
+    path.write_text("not json")
+    assert read_config_file(path) is None
+
+
+def test_store_root_and_sessions_prefix() -> None:
+    from starburst_executor.config import sessions_prefix, store_root
+
+    config = Config(bucket="b", prefix="/runs/", region="us-east-1", kms_key_id="k")
+    assert store_root(config) == "s3://b/runs?region=us-east-1&kms_key_id=k"
+    assert sessions_prefix(config) == ("b", "runs/sessions/")
+    assert sessions_prefix(Config(bucket="b", prefix="")) == ("b", "sessions/")
+    explicit = Config(store="s3://other/p/q?region=eu-west-1")
+    assert store_root(explicit) == "s3://other/p/q?region=eu-west-1"
+    assert sessions_prefix(explicit) == ("other", "p/q/sessions/")
+    with pytest.raises(ConfigError, match="starburst setup"):
+        store_root(Config())
+    with pytest.raises(ConfigError, match="starburst setup"):
+        sessions_prefix(Config())

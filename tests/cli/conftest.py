@@ -1,1 +1,1 @@
-from .fixtures import aws, moto_server, recorded  # noqa: F401
+from ..provision.fixtures import aws, moto_server, recorded  # noqa: F401

@@ -13,7 +13,7 @@ from starburst_executor import cli
 from starburst_executor.config import load_config
 from starburst_executor.provision import Clients, cleanup, doctor, logs, status
 
-from .fixtures import account_bucket
+from ..provision.fixtures import account_bucket
 
 
 

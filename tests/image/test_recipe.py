@@ -12,7 +12,8 @@ from pathlib import Path
 import cloudpickle
 import pytest
 
-from starburst_executor import _image_wheels, image
+from starburst_executor import image
+from starburst_executor.image import daemon, wheels
 from starburst_executor.errors import ConfigError, StarburstError
 
 TAG = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
@@ -115,14 +116,14 @@ def test_dockerfile_runs_the_worker_and_installs_offline() -> None:
 
 
 def test_template_ships_inside_the_package() -> None:
-    template = Path(image.__file__).parent / "worker_image" / "Dockerfile.template"
+    template = Path(image.__file__).parents[1] / "worker_image" / "Dockerfile.template"
     assert template.is_file()
     assert (Path(__file__).parents[2] / "worker_image" / "Dockerfile.template").is_file()
 
 
 def test_package_wheel_is_reproducible_and_complete(tmp_path: Path) -> None:
-    first = _image_wheels.package_wheel(tmp_path / "a", "0.1.0")
-    second = _image_wheels.package_wheel(tmp_path / "b", "0.1.0")
+    first = wheels.package_wheel(tmp_path / "a", "0.1.0")
+    second = wheels.package_wheel(tmp_path / "b", "0.1.0")
     assert first.read_bytes() == second.read_bytes()
     with zipfile.ZipFile(first) as zf:
         names = set(zf.namelist())
@@ -134,7 +135,7 @@ def test_package_wheel_is_reproducible_and_complete(tmp_path: Path) -> None:
 
 
 def test_targets_ask_pip_for_the_right_platform() -> None:
-    arm = _image_wheels.Target("3.12", "arm64")
+    arm = wheels.Target("3.12", "arm64")
     args = arm.pip_args()
     assert "manylinux_2_17_aarch64" in args and "manylinux2014_aarch64" in args
     assert args[args.index("--python-version") + 1] == "3.12" and "cp312" in args
@@ -158,4 +159,49 @@ def test_no_daemon_says_how_to_start_one(monkeypatch: pytest.MonkeyPatch) -> Non
     pytest.importorskip("docker")
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
     with pytest.raises(image.ImageError, match="no Docker daemon answers.*dockerd"):
-        image.docker_client(timeout=5)
+        daemon.open_daemon(timeout=5)
+
+
+def _package_copy(tmp_path: Path) -> Path:
+    """A copy of the package's sources, to edit."""
+    import shutil
+
+    root = tmp_path / "starburst_executor"
+    shutil.copytree(Path(image.__file__).parents[1], root,
+                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return root
+
+
+@pytest.mark.parametrize("edited, changes_tag", [
+    ("cli.py", False),
+    ("provision/__init__.py", False),
+    ("provision/setup.py", False),
+    ("image/build.py", False),
+    ("worker.py", True),
+    ("payload.py", True),
+    ("storage/s3.py", True),
+    ("worker_image/Dockerfile.template", True),
+])
+def test_tag_hashes_only_what_runs_in_the_worker(tmp_path: Path, edited: str,
+                                                 changes_tag: bool) -> None:
+    root = _package_copy(tmp_path)
+    env = _env()
+
+    def tag() -> str:
+        digest = wheels.worker_digest(root)
+        return _recipe(image.Environment(env.python_version, env.pins, (), env.package_version,
+                                         digest)).tag()
+
+    before = tag()
+    with (root / edited).open("a") as file:
+        file.write("\n# an edit\n")
+    assert (tag() != before) is changes_tag
+
+
+def test_worker_files_follow_the_workers_imports() -> None:
+    root = Path(image.__file__).parents[1]
+    names = {p.relative_to(root).as_posix() for p in wheels.worker_files(root)}
+    assert {"__init__.py", "worker.py", "payload.py", "errors.py", "storage/__init__.py",
+            "storage/s3.py", "worker_image/Dockerfile.template"} <= names
+    assert not {"cli.py", "executor.py", "config.py"} & names
+    assert not any(n.startswith(("provision/", "image/", "launch/")) for n in names)

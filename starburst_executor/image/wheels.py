@@ -2,6 +2,8 @@
 
 * :func:`package_wheel` writes a wheel of this package from its source files, byte for byte
   reproducible (fixed timestamps, sorted entries), whether it is installed or used from a checkout.
+* :func:`worker_files` names the files of this package that run in the worker (the worker's
+  import closure and the Dockerfile template); :func:`worker_digest` hashes them for the tag.
 * :func:`download_wheels` fetches the wheels of exact pins for the target platform with
   ``pip download`` into a cache that outlives builds; a pin with no such wheel is built on the
   host when it is pure Python, and otherwise reported back, by name.
@@ -9,6 +11,7 @@
 
 from __future__ import annotations
 
+import ast
 import base64
 import dataclasses
 import hashlib
@@ -24,14 +27,17 @@ from pathlib import Path
 __all__ = [
     "Target",
     "package_files",
-    "package_digest",
+    "worker_files",
+    "worker_digest",
     "package_wheel",
     "download_wheels",
     "wheel_cache_dir",
     "normalize",
 ]
 
-_PACKAGE_DIR = Path(__file__).resolve().parent
+_PACKAGE_DIR = Path(__file__).resolve().parents[1]
+_WORKER_MODULE = "worker.py"
+_WORKER_DATA = "worker_image"
 DIST_NAME = "starburst-executor"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -84,12 +90,67 @@ def package_files() -> list[Path]:
     return files
 
 
-def package_digest() -> str:
-    """sha256 over this package's files (names and contents), so an edited checkout whose
-    version number did not change still gets a new image tag."""
+def worker_files(root: Path = _PACKAGE_DIR) -> list[Path]:
+    """The files of the package at ``root`` that run in the worker, sorted.
+
+    That is ``worker.py`` and every module it imports, directly or not (relative imports and
+    ``starburst_executor.*`` ones, at module level or inside functions); a subpackage it reaches
+    counts whole, since its registries import modules by name.  The package's ``__init__.py``
+    runs in the worker, so it counts, but what it imports lazily for the client does not.  The
+    ``worker_image/`` folder (the Dockerfile template) counts too.
+    """
+    found: set[Path] = {root / "__init__.py"}
+    todo = [root / _WORKER_MODULE]
+    while todo:
+        path = todo.pop()
+        if path in found or not path.is_file():
+            continue
+        found.add(path)
+        if path.parent != root:  # in a subpackage: take all of it
+            package = root / path.relative_to(root).parts[0]
+            todo.extend(p for p in package.rglob("*.py") if "__pycache__" not in p.parts)
+        todo.extend(_imported(path, root))
+    data = root / _WORKER_DATA
+    found.update(p for p in data.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
+    return sorted(p for p in found if p.is_file())
+
+
+def _imported(path: Path, root: Path) -> list[Path]:
+    """The files of the package at ``root`` that the module at ``path`` imports."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    here = path.parent
+    names: list[tuple[Path, str]] = []  # (folder to resolve in, dotted name)
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = here
+                for _ in range(node.level - 1):
+                    base = base.parent
+            elif (node.module or "").split(".")[0] == root.name:
+                base = root.parent
+            else:
+                continue
+            module = node.module or ""
+            names.append((base, module))
+            names.extend((base, f"{module}.{alias.name}".strip(".")) for alias in node.names)
+        elif isinstance(node, ast.Import):
+            names.extend((root.parent, alias.name) for alias in node.names
+                         if alias.name.split(".")[0] == root.name)
+    files = []
+    for base, dotted in names:
+        target = base.joinpath(*dotted.split(".")) if dotted else base
+        for candidate in (target.with_suffix(".py"), target / "__init__.py"):
+            if candidate.is_file() and root in candidate.parents:
+                files.append(candidate)
+    return files
+
+
+def worker_digest(root: Path = _PACKAGE_DIR) -> str:
+    """sha256 over :func:`worker_files` (names and contents), so an edited worker whose version
+    number did not change still gets a new image tag, and an edited command line does not."""
     digest = hashlib.sha256()
-    for path in package_files():
-        digest.update(path.relative_to(_PACKAGE_DIR).as_posix().encode() + b"\0")
+    for path in worker_files(root):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0")
         digest.update(hashlib.sha256(path.read_bytes()).digest())
     return digest.hexdigest()
 

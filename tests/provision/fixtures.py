@@ -1,4 +1,4 @@
-"""Shared fixtures of the CLI and provisioning tests: one moto server, reset per test."""
+"""Shared fixtures of the provisioning and CLI tests: one moto server, reset per test."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from typing import Any
 import boto3
 import pytest
 
-from starburst_executor._provision_common import Clients
+from starburst_executor.provision import Clients
 from starburst_executor.testing import MotoServer
 
 READ_ONLY_PREFIXES = ("Get", "List", "Describe", "Head")

@@ -1,4 +1,4 @@
-"""The AWS side of the ``starburst`` command line, as library functions.
+"""Provisioning: the AWS side of the ``starburst`` command line, as library functions.
 
 =============  =====================================================================
 function       what it does
@@ -12,7 +12,12 @@ function       what it does
 ``cleanup``    stop orphaned tasks, delete old session data, deregister stale
                task definitions
 ``teardown``   delete what setup created
+``fetch_prices``  current Fargate rates from the AWS Pricing API
 =============  =====================================================================
+
+Modules: :mod:`.setup` (with :mod:`.steps`, :mod:`.resources`, :mod:`.policies`), :mod:`.doctor`
+(with :mod:`.checks`, :mod:`.network`), :mod:`.sessions` (status, logs), :mod:`.cleanup`
+(cleanup, teardown), :mod:`.prices`, and :mod:`.common` that they share.
 
 Every function takes a :class:`Clients` (boto3 clients of one region; a new session by default)
 and a ``log`` callable that receives one line per step.
@@ -20,20 +25,13 @@ and a ``log`` callable that receives one line per step.
 
 from __future__ import annotations
 
-from ._provision_common import Clients, Log, Names
-from ._provision_doctor import Check, DoctorReport, QuotaReader, doctor, format_check
-from ._provision_ops import (
-    CleanupReport,
-    SessionInfo,
-    StatusReport,
-    TaskInfo,
-    cleanup,
-    logs,
-    parse_duration,
-    status,
-    teardown,
-)
-from ._provision_setup import SetupOptions, SetupResult, StepResult, setup
+from .checks import Check, DoctorReport, format_check
+from .cleanup import CleanupReport, cleanup, teardown
+from .common import Clients, Log, Names, role_name
+from .doctor import QuotaReader, doctor
+from .prices import fetch_prices
+from .sessions import SessionInfo, StatusReport, TaskInfo, logs, parse_duration, status
+from .setup import SetupOptions, SetupResult, StepResult, setup
 
 __all__ = [
     "Clients",
@@ -57,4 +55,6 @@ __all__ = [
     "parse_duration",
     "status",
     "teardown",
+    "fetch_prices",
+    "role_name",
 ]

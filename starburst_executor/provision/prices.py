@@ -14,7 +14,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from .cost import OFFLINE_PRICES, PriceTable, Rates, RegionPrices
+from .. import _aws
+from ..cost import OFFLINE_PRICES, PriceTable, Rates, RegionPrices
 
 __all__ = ["fetch_prices", "parse_products"]
 
@@ -57,14 +58,13 @@ def fetch_prices(
         lacks for the region (e.g. ARM Spot) are taken from ``fallback``.
     """
     try:
-        import botocore.exceptions
-    except ImportError:  # pragma: no cover - boto3 is a dependency
-        return _fallen_back(fallback, "boto3 missing")
-    try:
         if client is None:
-            client = _default_client(timeout)
+            # Short timeouts and no retry: a cost estimate must not hang on an unreachable API.
+            client = _aws.client("pricing", "us-east-1", max_attempts=1, timeout=timeout)
         products = list(_get_products(client, region))
-    except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
+    except Exception as exc:
+        if not _aws.is_aws_error(exc):
+            raise
         return _fallen_back(fallback, f"Pricing API unavailable: {_short(exc)}")
     found = parse_products(products)
     if not {"x86", "arm"} <= {kind for kind, _ in found} or not _complete(found, ("x86", "arm")):
@@ -139,18 +139,6 @@ def _get_products(client: Any, region: str) -> Iterable[str]:
         token = page.get("NextToken")
         if not token:
             return
-
-
-def _default_client(timeout: float) -> Any:
-    import boto3
-    from botocore.config import Config
-
-    config = Config(
-        connect_timeout=timeout,
-        read_timeout=timeout,
-        retries={"total_max_attempts": 1, "mode": "standard"},
-    )
-    return boto3.client("pricing", region_name="us-east-1", config=config)
 
 
 def _fallen_back(table: PriceTable, reason: str) -> PriceTable:

@@ -15,9 +15,12 @@ import urllib.request
 from typing import Any
 from urllib.parse import urlparse
 
-from . import _tags
+from .. import _aws, _tags
+from ..config import Config
+from ..errors import ImageError
 
-__all__ = ["Registry", "ecr_registry", "manifest_exists", "is_loopback_host"]
+__all__ = ["Registry", "ecr_registry", "ecr_target", "manifest_exists", "registry_has",
+           "is_loopback_host"]
 
 _MANIFEST_TYPES = ", ".join(
     [
@@ -62,7 +65,7 @@ def ecr_registry(ecr: Any, repository: str, *, host_override: str | None = None)
     """Find or create the ECR ``repository`` (tagged as the project's) and get push credentials.
 
     ``host_override`` replaces the registry host ECR names, for a stand-in registry in tests.
-    Raises botocore errors; the caller translates them.
+    Raises botocore errors; :func:`ecr_target` translates them.
     """
     try:
         found = ecr.describe_repositories(repositoryNames=[repository])["repositories"][0]
@@ -98,3 +101,33 @@ def manifest_exists(registry: Registry, tag: str, timeout: float = 20.0) -> bool
                 f"registry {registry.host} refused the ECR credentials (HTTP {exc.code})"
             ) from None
         raise OSError(f"registry {registry.host} answered HTTP {exc.code} for {url}") from None
+
+
+def ecr_target(config: Config, repository: str, registry: str | None, ecr: Any = None) -> Registry:
+    """:func:`ecr_registry` with an ECR client of ``config.region`` (unless ``ecr`` is given).
+
+    Raises:
+        ConfigError: no AWS credentials or region.
+        ImageError: ECR cannot be reached or refuses a call.
+    """
+    try:
+        ecr = ecr or _aws.client("ecr", config.region)
+        return ecr_registry(ecr, repository, host_override=registry)
+    except Exception as exc:
+        if not _aws.is_aws_error(exc):
+            raise
+        raise _aws.translate(exc, service="ecr", operation=getattr(exc, "operation_name", ""),
+                             resource=repository, family=ImageError) from None
+
+
+def registry_has(target: Registry, tag: str) -> bool:
+    """:func:`manifest_exists`, its failures as :class:`ImageError` saying what to check."""
+    try:
+        return manifest_exists(target, tag)
+    except PermissionError as exc:
+        raise ImageError(f"{exc}: check that your credentials may pull from ECR") from None
+    except OSError as exc:
+        raise ImageError(
+            f"cannot reach the registry {target.host} ({exc}): check the network, and for a "
+            "stand-in registry that it is running"
+        ) from None
