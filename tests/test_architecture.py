@@ -177,3 +177,12 @@ def test_every_module_opens_with_a_docstring_of_its_job(path: Path) -> None:
         pytest.fail(f"{_dotted(path)} is empty: say what the package holds")
     docstring = ast.get_docstring(ast.parse(path.read_text()))
     assert docstring and len(docstring.split()) >= 4, f"{_dotted(path)} has no opening docstring"
+
+
+def test_pyproject_lists_every_package() -> None:
+    import tomllib
+
+    pyproject = tomllib.loads((PACKAGE.parent / "pyproject.toml").read_text())
+    listed = set(pyproject["tool"]["setuptools"]["packages"])
+    found = {_dotted(p) for p in PACKAGE.rglob("__init__.py")} | {f"{NAME}.worker_image"}
+    assert listed == found

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from .. import worker_image
 from . import wheels
 
 __all__ = [
@@ -26,7 +27,7 @@ __all__ = [
     "TEMPLATE",
 ]
 
-TEMPLATE = Path(__file__).resolve().parents[1] / "worker_image" / "Dockerfile.template"
+TEMPLATE = Path(worker_image.__file__).resolve().parent / "Dockerfile.template"
 _RECIPE_VERSION = 1
 
 

@@ -3,7 +3,7 @@
 * :func:`package_wheel` writes a wheel of this package from its source files, byte for byte
   reproducible (fixed timestamps, sorted entries), whether it is installed or used from a checkout.
 * :func:`worker_files` names the files of this package that run in the worker (the worker's
-  import closure and the Dockerfile template); :func:`worker_digest` hashes them for the tag.
+  import closure); :func:`worker_digest` hashes them for the tag.
 * :func:`download_wheels` fetches the wheels of exact pins for the target platform with
   ``pip download`` into a cache that outlives builds; a pin with no such wheel is built on the
   host when it is pure Python, and otherwise reported back, by name.
@@ -37,7 +37,6 @@ __all__ = [
 
 _PACKAGE_DIR = Path(__file__).resolve().parents[1]
 _WORKER_MODULE = "worker.py"
-_WORKER_DATA = "worker_image"
 DIST_NAME = "starburst-executor"
 _ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -97,7 +96,7 @@ def worker_files(root: Path = _PACKAGE_DIR) -> list[Path]:
     ``starburst_executor.*`` ones, at module level or inside functions); a subpackage it reaches
     counts whole, since its registries import modules by name.  The package's ``__init__.py``
     runs in the worker, so it counts, but what it imports lazily for the client does not.  The
-    ``worker_image/`` folder (the Dockerfile template) counts too.
+    Dockerfile template is part of the recipe's digest, not of this list.
     """
     found: set[Path] = {root / "__init__.py"}
     todo = [root / _WORKER_MODULE]
@@ -110,8 +109,6 @@ def worker_files(root: Path = _PACKAGE_DIR) -> list[Path]:
             package = root / path.relative_to(root).parts[0]
             todo.extend(p for p in package.rglob("*.py") if "__pycache__" not in p.parts)
         todo.extend(_imported(path, root))
-    data = root / _WORKER_DATA
-    found.update(p for p in data.rglob("*") if p.is_file() and "__pycache__" not in p.parts)
     return sorted(p for p in found if p.is_file())
 
 

@@ -115,10 +115,22 @@ def test_dockerfile_runs_the_worker_and_installs_offline() -> None:
     assert "'oddpkg==1.0'" in with_apt and "extra.txt" in with_apt
 
 
-def test_template_ships_inside_the_package() -> None:
-    template = Path(image.__file__).parents[1] / "worker_image" / "Dockerfile.template"
-    assert template.is_file()
-    assert (Path(__file__).parents[2] / "worker_image" / "Dockerfile.template").is_file()
+def test_template_is_found_through_the_package() -> None:
+    from starburst_executor.image import recipe
+
+    assert recipe.TEMPLATE.is_file()
+    assert "@@LABELS@@" in recipe.TEMPLATE.read_text()
+
+
+def test_an_edited_template_changes_the_tag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+                                            ) -> None:
+    from starburst_executor.image import recipe
+
+    before = _recipe().tag()
+    edited = tmp_path / "Dockerfile.template"
+    edited.write_text(recipe.TEMPLATE.read_text() + "\n# an edit\n")
+    monkeypatch.setattr(recipe, "TEMPLATE", edited)
+    assert _recipe().tag() != before
 
 
 def test_package_wheel_is_reproducible_and_complete(tmp_path: Path) -> None:
@@ -128,7 +140,6 @@ def test_package_wheel_is_reproducible_and_complete(tmp_path: Path) -> None:
     with zipfile.ZipFile(first) as zf:
         names = set(zf.namelist())
         assert "starburst_executor/worker.py" in names
-        assert "starburst_executor/worker_image/Dockerfile.template" in names
         assert not any("__pycache__" in n for n in names)
         record = zf.read("starburst_executor-0.1.0.dist-info/RECORD").decode()
     assert "starburst_executor/worker.py,sha256=" in record
@@ -180,7 +191,6 @@ def _package_copy(tmp_path: Path) -> Path:
     ("worker.py", True),
     ("payload.py", True),
     ("storage/s3.py", True),
-    ("worker_image/Dockerfile.template", True),
 ])
 def test_tag_hashes_only_what_runs_in_the_worker(tmp_path: Path, edited: str,
                                                  changes_tag: bool) -> None:
@@ -202,6 +212,6 @@ def test_worker_files_follow_the_workers_imports() -> None:
     root = Path(image.__file__).parents[1]
     names = {p.relative_to(root).as_posix() for p in wheels.worker_files(root)}
     assert {"__init__.py", "worker.py", "payload.py", "errors.py", "storage/__init__.py",
-            "storage/s3.py", "worker_image/Dockerfile.template"} <= names
+            "storage/s3.py"} <= names
     assert not {"cli.py", "executor.py", "config.py"} & names
     assert not any(n.startswith(("provision/", "image/", "launch/")) for n in names)
