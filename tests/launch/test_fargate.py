@@ -225,8 +225,8 @@ def test_run_task_pace_and_batching(fargate: FargateEmulator, launcher: FargateL
 def test_states_of_faulty_tasks(fargate: FargateEmulator, launcher: FargateLauncher,
                                 store: S3Store) -> None:
     fargate.runner = sleeper()
-    fargate.inject("oom", after=0.3)
-    fargate.inject("spot_interruption", after=0.3)
+    fargate.inject("oom", when_output="container up")  # the sleeper's first line
+    fargate.inject("spot_interruption", when_output="container up")
     fargate.inject("cannot_pull")
     handles = [h for h in launcher.launch([_idle_spec(store) for _ in range(3)])
                if isinstance(h, TaskHandle)]
