@@ -380,7 +380,7 @@ class _Doctor:
     # -- quota, image -----------------------------------------------------------------------
 
     def _quota(self, workers: int | None, reader: QuotaReader | None) -> Iterable[Check]:
-        from . import quotas
+        from .launch.fargate import quotas
 
         region = self.clients.require_region()
         workers = workers or self.config.max_workers

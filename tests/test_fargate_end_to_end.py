@@ -13,7 +13,7 @@ import pytest
 
 from starburst_executor import FargateExecutor
 from starburst_executor.errors import WorkerLost
-from starburst_executor.launch.fargate import FargateLauncher
+from starburst_executor.launch.fargate.launcher import FargateLauncher
 from starburst_executor.testing import FargateEmulator
 
 from .aws_fixtures import (  # noqa: F401
