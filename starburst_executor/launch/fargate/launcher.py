@@ -117,6 +117,18 @@ def _task_state(handle: TaskHandle, task: dict[str, Any]) -> TaskState:
     )
 
 
+def _refused(spec: WorkerSpec, failure: dict[str, Any], cluster: str) -> LaunchFailure:
+    """The failure of a worker that a RunTask answer has a ``failures`` entry for."""
+    reason = str(failure.get("reason") or "no task and no reason given")
+    detail = failure.get("detail")
+    text = f"ECS could not start a Fargate task: {reason}" + (f" ({detail})" if detail else "")
+    retryable = _retryable(reason)
+    if not retryable:
+        text += (f"; check the cluster {cluster!r}, the image and the networking settings with "
+                 "`starburst doctor`")
+    return LaunchFailure(spec.worker_id, text, retryable=retryable)
+
+
 class FargateLauncher:
     """Starts each worker as one ECS Fargate task in ``config.cluster``.
 
@@ -310,15 +322,7 @@ class FargateLauncher:
                     out.append(handle)
                     continue
                 failure = failures[min(i - len(tasks), len(failures) - 1)] if failures else {}
-                reason = str(failure.get("reason") or "no task and no reason given")
-                detail = failure.get("detail")
-                text = f"ECS could not start a Fargate task: {reason}" + (
-                    f" ({detail})" if detail else "")
-                retryable = _retryable(reason)
-                if not retryable:
-                    text += (f"; check the cluster {self.config.cluster!r}, the image and the "
-                             "networking settings with `starburst doctor`")
-                out.append(LaunchFailure(spec.worker_id, text, retryable=retryable))
+                out.append(_refused(spec, failure, self.config.cluster))
         log.debug("RunTask: %d started, %d failed at %.3f", len(tasks), len(failures), now)
         return out
 
