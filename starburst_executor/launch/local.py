@@ -17,7 +17,7 @@ from typing import IO
 from .. import _keys
 from ..config import Config
 from .._stats import RequestStats
-from .base import LaunchFailure, TaskHandle, TaskPhase, TaskState, WorkerSpec
+from .base import WORKER_COMMAND, LaunchFailure, TaskHandle, TaskPhase, TaskState, WorkerSpec
 
 __all__ = ["LocalLauncher"]
 
@@ -70,7 +70,7 @@ class LocalLauncher:
             log_file = open(log_path, "wb")  # noqa: SIM115 - closed when the worker is reaped
             try:
                 popen = subprocess.Popen(
-                    [self.python, "-m", "starburst_executor.worker"],
+                    [self.python, *WORKER_COMMAND[1:]],
                     env=env,
                     stdin=subprocess.DEVNULL,
                     stderr=log_file,
