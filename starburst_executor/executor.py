@@ -29,7 +29,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from typing import Any, Literal, TypeVar
 
-from ._backends import build_backend
+from .launch import open_backend as build_backend
 from ._future import CallMetadata, StarburstFuture
 from ._manager import Intake, Manager, Usage, WorkItem
 from ._progress import ProgressBar

@@ -13,15 +13,43 @@ import pytest
 
 from starburst_executor import FargateExecutor
 from starburst_executor.errors import WorkerLost
-from starburst_executor.launch.fargate import FargateLauncher
+from starburst_executor.launch.fargate.launcher import FargateLauncher
 from starburst_executor.testing import FargateEmulator
 
-from .aws_fixtures import REGION, fargate, make_bucket, make_cluster, moto_server  # noqa: F401
+from .aws_fixtures import (  # noqa: F401
+    REGION, boto, fargate, make_bucket, make_cluster, moto_server)
+
+
+RELEASE = "test-release"  # the key whose existence lets held calls return
 
 
 def slow_square(x: int) -> int:
     time.sleep(0.02)
     return x * x
+
+
+def held_square(x: int, bucket: str) -> int:
+    """x * x once the test has put ``RELEASE`` in ``bucket``: a worker running it is busy until
+    then, so a fault armed on the batch's start always finds the work unfinished."""
+    import boto3
+    import botocore.exceptions
+
+    s3 = boto3.client("s3")
+    while True:
+        try:
+            s3.head_object(Bucket=bucket, Key=RELEASE)
+            return x * x
+        except botocore.exceptions.ClientError:
+            time.sleep(0.05)
+
+
+def release_after_first_task_stopped(fargate: FargateEmulator, bucket: str) -> None:
+    """Wait until the first task (the faulty one) stopped, then let the held calls return."""
+    deadline = time.monotonic() + 60
+    while not (fargate.tasks and fargate.tasks[0].stopped):
+        assert time.monotonic() < deadline, f"the fault never struck: {fargate.tasks}"
+        time.sleep(0.05)
+    boto("s3", fargate.moto).put_object(Bucket=bucket, Key=RELEASE, Body=b"")
 
 
 @pytest.fixture
@@ -60,10 +88,13 @@ def test_map_on_fargate(run: Any, fargate: FargateEmulator) -> None:
     assert usage.requests.get("ecs.RunTask") == len(fargate.tasks)
 
 
-def test_oom_is_retried(run: Any, fargate: FargateEmulator) -> None:
-    fargate.inject("oom", after=0.5)
+def test_oom_is_retried(run: Any, fargate: FargateEmulator, aws_setup: dict[str, Any]) -> None:
+    fargate.inject("oom", when_output="attempt")  # killed once it runs its batch
+    bucket = aws_setup["bucket"]
     with run(max_workers=1) as ex:
-        assert list(ex.map(slow_square, range(20), chunksize=20)) == [x * x for x in range(20)]
+        results = ex.map(held_square, range(20), [bucket] * 20, chunksize=20)
+        release_after_first_task_stopped(fargate, bucket)
+        assert list(results) == [x * x for x in range(20)]
         assert ex.usage().retries >= 1
     assert fargate.tasks[0].exit_code == 137
 
@@ -84,10 +115,14 @@ def test_oom_every_time_fails_the_batch_with_the_reason(run: Any,
 
 
 def test_spot_interruption_is_retried_without_using_a_retry(run: Any,
-                                                            fargate: FargateEmulator) -> None:
-    fargate.inject("spot_interruption", after=0.5)
+                                                            fargate: FargateEmulator,
+                                                            aws_setup: dict[str, Any]) -> None:
+    fargate.inject("spot_interruption", when_output="attempt")
+    bucket = aws_setup["bucket"]
     with run(max_workers=1, spot=True, max_retries=0) as ex:
-        assert list(ex.map(slow_square, range(20), chunksize=20)) == [x * x for x in range(20)]
+        results = ex.map(held_square, range(20), [bucket] * 20, chunksize=20)
+        release_after_first_task_stopped(fargate, bucket)
+        assert list(results) == [x * x for x in range(20)]
     assert fargate.tasks[0].stop_code == "SpotInterruption"
     assert all(t.spot for t in fargate.tasks)
 
@@ -153,13 +188,16 @@ from .docker_fixtures import base_image, docker_client  # noqa: E402, F401
 
 
 def test_map_in_real_containers(run: Any, fargate: FargateEmulator, docker_client: Any,
-                                boto_worker_image: str) -> None:
+                                boto_worker_image: str, aws_setup: dict[str, Any]) -> None:
     from starburst_executor.testing import DockerRunner
 
     fargate.runner = DockerRunner(docker_client)
-    fargate.inject("oom", after=2.0)
+    fargate.inject("oom", when_output="attempt")  # the first container, once it runs a batch
+    bucket = aws_setup["bucket"]
     with run(max_workers=2, image=boto_worker_image) as ex:
-        assert list(ex.map(slow_square, range(40), chunksize=10)) == [x * x for x in range(40)]
+        results = ex.map(held_square, range(40), [bucket] * 40, chunksize=10)
+        release_after_first_task_stopped(fargate, bucket)
+        assert list(results) == [x * x for x in range(40)]
     assert fargate.tasks[0].exit_code == 137
     assert fargate.wait_stopped(30)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import importlib
 import importlib.metadata
 import json
 import sys
@@ -16,7 +17,6 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from .. import worker_image
 from . import wheels
 
 __all__ = [
@@ -27,7 +27,9 @@ __all__ = [
     "TEMPLATE",
 ]
 
-TEMPLATE = Path(worker_image.__file__).resolve().parent / "Dockerfile.template"
+# The template's folder is mapped into the package by pyproject.toml (not a module mypy sees).
+_TEMPLATE_PACKAGE = importlib.import_module("starburst_executor.worker_image")
+TEMPLATE = Path(_TEMPLATE_PACKAGE.__file__ or ".").parent / "Dockerfile.template"
 _RECIPE_VERSION = 1
 
 

@@ -12,6 +12,9 @@ import enum
 from collections.abc import Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
+from .._stats import RequestStats
+from ..config import Config
+
 __all__ = [
     "Launcher",
     "WorkerSpec",
@@ -19,8 +22,11 @@ __all__ = [
     "LaunchFailure",
     "TaskPhase",
     "TaskState",
-    "LauncherStats",
+    "WORKER_COMMAND",
 ]
+
+WORKER_COMMAND = ("python", "-m", "starburst_executor.worker")
+"""What a worker container runs (the image's Python)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,27 +90,22 @@ class TaskState:
     interrupted: bool = False
 
 
-class LauncherStats:
-    """Counts of the platform requests a launcher made, by operation, and of tasks started."""
-
-    def __init__(self) -> None:
-        self.requests: dict[str, int] = {}
-        self.tasks_started = 0
-
-    def count(self, operation: str, n: int = 1) -> None:
-        self.requests[operation] = self.requests.get(operation, 0) + n
-
-
 @runtime_checkable
 class Launcher(Protocol):
     """Starts and watches workers.  Called from the manager thread only, except ``stop`` and
     ``close``, which may also be called from an ``atexit`` hook."""
 
-    stats: LauncherStats
+    stats: RequestStats
 
     poll_interval: tuple[float, float]
     """(shortest, longest) pause between two polls of the manager; the manager backs off
     between them while nothing changes."""
+
+    @classmethod
+    def from_config(cls, config: Config, session_id: str, store_url: str) -> Launcher:
+        """A launcher for ``config``, its settings validated, without any network call (the
+        registry, :func:`starburst_executor.launch.open_backend`, builds launchers so).
+        ``session_id`` labels or tags what it starts; ``store_url`` is the session's store."""
 
     def launch(self, specs: Sequence[WorkerSpec]) -> list[TaskHandle | LaunchFailure]:
         """Start one worker per spec; return, in order, a handle or a failure for each."""

@@ -29,15 +29,16 @@ from urllib.parse import unquote, urlparse
 
 from .. import _keys
 from ..config import Config
-from ..errors import ConfigError, LaunchError
-from .base import LaunchFailure, LauncherStats, TaskHandle, TaskPhase, TaskState, WorkerSpec
+from ..errors import ConfigError, StarburstError
+from .._stats import RequestStats
+from .auto_build import WorkerImage
+from .base import WORKER_COMMAND, LaunchFailure, TaskHandle, TaskPhase, TaskState, WorkerSpec
 
 __all__ = ["DockerLauncher", "remove_containers", "LABEL_MANAGED", "LABEL_SESSION", "LABEL_WORKER"]
 
 LABEL_MANAGED = "starburst.managed"
 LABEL_SESSION = "starburst.session"
 LABEL_WORKER = "starburst.worker"
-WORKER_COMMAND = ("python", "-m", "starburst_executor.worker")
 # ECS's own words, so that messages read the same on both backends.
 OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
 EXITED_REASON = "Essential container in task exited"
@@ -49,24 +50,26 @@ _NO_TIME = "0001-01-01T00:00:00Z"
 
 
 def docker_client(timeout: float = 60.0) -> Any:
-    """A client for the local daemon, checked with a ping.
+    """A ``docker.DockerClient`` for the local daemon, checked with a ping: the one way this
+    package (the docker backend, image builds, the test runner) talks to Docker.
 
     Raises:
-        ConfigError: the docker SDK is missing.
-        LaunchError: no daemon answers; the message says how to start one.
+        ConfigError: the docker SDK is missing, or no daemon answers; the message says how to
+            install the one or start the other.
     """
     try:
         import docker
     except ImportError:
         raise ConfigError(
-            "backend='docker' needs the docker SDK: pip install 'starburst-executor[docker]'"
+            "backend='docker' and building worker images need the docker SDK: "
+            "pip install 'starburst-executor[docker]'"
         ) from None
     where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
     try:
         client = docker.from_env(timeout=int(timeout))
         client.ping()
     except Exception as exc:  # DockerException, or requests' connection errors
-        raise LaunchError(
+        raise ConfigError(
             f"no Docker daemon answers at {where} ({type(exc).__name__}: {exc}). Start it "
             "(`sudo systemctl start docker`, Docker Desktop, or `sudo dockerd &`), or point "
             "DOCKER_HOST at a running one."
@@ -87,6 +90,8 @@ class DockerLauncher:
 
     Args:
         image: the worker image (``config.image``; see ``starburst build``).
+        build_from: with no ``image``, build one from these settings at the first launch
+            (``auto_build``), for the local daemon only.
         session_id: labels the containers, so ``close`` and cleanup find them.
         memory: memory limit in MiB (hard, no swap).
         cpu: CPUs (``nano_cpus``); capped at the machine's count, which Docker enforces.
@@ -105,13 +110,14 @@ class DockerLauncher:
         cpu: float = 1.0,
         client: Any = None,
         stop_timeout: int = 5,
+        build_from: Config | None = None,
     ):
-        self.image = image
+        self._image = WorkerImage(image, build_from, push=False)
         self.session_id = session_id
         self.memory = memory
         self.cpu = cpu
         self.stop_timeout = stop_timeout
-        self.stats = LauncherStats()
+        self.stats = RequestStats()
         self._client = client
         self._containers: dict[str, _Container] = {}
         self._lock = threading.Lock()
@@ -119,9 +125,16 @@ class DockerLauncher:
 
     @classmethod
     def from_config(cls, config: Config, session_id: str, store_url: str) -> DockerLauncher:
-        """A launcher for ``config.image``, ``config.memory`` and ``config.cpu``.  No daemon call
-        happens here; ``store_url`` is taken from each worker's environment at launch."""
-        return cls(config.image, session_id=session_id, memory=config.memory, cpu=config.cpu)
+        """A launcher for ``config.image`` (built at the first launch with ``auto_build`` and
+        none configured), ``config.memory`` and ``config.cpu``.  No daemon call happens here;
+        ``store_url`` is taken from each worker's environment at launch."""
+        return cls(config.image, session_id=session_id, memory=config.memory, cpu=config.cpu,
+                   build_from=config if config.auto_build else None)
+
+    @property
+    def image(self) -> str | None:
+        """The worker image; None until an ``auto_build`` image is built."""
+        return self._image.known
 
     @property
     def client(self) -> Any:
@@ -133,43 +146,47 @@ class DockerLauncher:
     # --- launching ------------------------------------------------------------------------
 
     def launch(self, specs: Sequence[WorkerSpec]) -> list[TaskHandle | LaunchFailure]:
-        if not self.image:
+        try:
+            image = self._image.get()
+        except StarburstError as exc:  # the auto_build failed
+            return [LaunchFailure(s.worker_id, str(exc), retryable=False) for s in specs]
+        if not image:
             reason = (
                 "backend='docker' needs a worker image: pass image= (see `starburst build`), "
                 "or auto_build=True"
             )
             return [LaunchFailure(s.worker_id, reason, retryable=False) for s in specs]
-        problem = self._ensure_image()
+        problem = self._ensure_image(image)
         if problem is not None:
             return [problem(s.worker_id) for s in specs]
-        return [self._launch_one(spec) for spec in specs]
+        return [self._launch_one(spec, image) for spec in specs]
 
-    def _ensure_image(self) -> Any:
+    def _ensure_image(self, image: str) -> Any:
         """None when the daemon has the image (pulled if need be), else a failure factory."""
         import docker.errors
 
         if self._image_checked:
             return None
         try:
-            self.client.images.get(self.image)
+            self.client.images.get(image)
         except docker.errors.ImageNotFound:
             try:
-                self.client.images.pull(self.image, auth_config=_ecr_auth(self.image or ""))
+                self.client.images.pull(image, auth_config=_ecr_auth(image))
                 self.stats.count("pull")
             except docker.errors.APIError as exc:
                 reason = (
-                    f"image {self.image} is not in the local Docker daemon and cannot be pulled "
+                    f"image {image} is not in the local Docker daemon and cannot be pulled "
                     f"({exc.explanation or exc}): build it with `starburst build`, or "
-                    f"`docker login` to its registry and `docker pull {self.image}`"
+                    f"`docker login` to its registry and `docker pull {image}`"
                 )
                 return lambda worker_id: LaunchFailure(worker_id, reason, retryable=False)
-        except LaunchError as exc:
+        except ConfigError as exc:  # no daemon
             reason = str(exc)
             return lambda worker_id: LaunchFailure(worker_id, reason, retryable=False)
         self._image_checked = True
         return None
 
-    def _launch_one(self, spec: WorkerSpec) -> TaskHandle | LaunchFailure:
+    def _launch_one(self, spec: WorkerSpec, image: str) -> TaskHandle | LaunchFailure:
         import docker.errors
 
         env = {k: v for k, v in spec.env.items() if k != _keys.ENV_PARENT_PID}
@@ -202,15 +219,15 @@ class DockerLauncher:
         if hasattr(os, "getuid"):
             kwargs["user"] = f"{os.getuid()}:{os.getgid()}"
         try:
-            container = self.client.containers.run(self.image, **kwargs)
+            container = self.client.containers.run(image, **kwargs)
         except docker.errors.APIError as exc:
             status = getattr(exc, "status_code", None) or 500
             return LaunchFailure(
                 spec.worker_id,
-                f"docker could not start a container of {self.image}: {exc.explanation or exc}",
+                f"docker could not start a container of {image}: {exc.explanation or exc}",
                 retryable=status >= 500,
             )
-        except LaunchError as exc:
+        except ConfigError as exc:  # no daemon
             return LaunchFailure(spec.worker_id, str(exc), retryable=False)
         with self._lock:
             self._containers[container.id] = _Container(container.id, time.time())
@@ -273,7 +290,7 @@ class DockerLauncher:
 
         try:
             data = self.client.api.logs(handle.task_id, stdout=True, stderr=True, tail=lines)
-        except (docker.errors.APIError, LaunchError):
+        except (docker.errors.APIError, ConfigError):
             return ""
         self.stats.count("logs")
         text: str = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
@@ -354,9 +371,9 @@ def _ecr_auth(image: str) -> dict[str, str] | None:
     try:
         import base64
 
-        import boto3
+        from .. import _aws
 
-        ecr = boto3.session.Session(region_name=match.group(1)).client("ecr")
+        ecr = _aws.client("ecr", match.group(1))
         token = ecr.get_authorization_token()["authorizationData"][0]["authorizationToken"]
         user, _, password = base64.b64decode(token).decode().partition(":")
     except Exception:  # no boto3, no credentials, no network: fall back to docker's login

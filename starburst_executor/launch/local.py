@@ -16,7 +16,8 @@ from typing import IO
 
 from .. import _keys
 from ..config import Config
-from .base import LaunchFailure, LauncherStats, TaskHandle, TaskPhase, TaskState, WorkerSpec
+from .._stats import RequestStats
+from .base import WORKER_COMMAND, LaunchFailure, TaskHandle, TaskPhase, TaskState, WorkerSpec
 
 __all__ = ["LocalLauncher"]
 
@@ -47,7 +48,7 @@ class LocalLauncher:
         self._own_log_dir = log_dir is None
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="starburst-logs-"))
         self.python = python
-        self.stats = LauncherStats()
+        self.stats = RequestStats()
         self._procs: dict[str, _Process] = {}
         self._lock = threading.Lock()
 
@@ -69,7 +70,7 @@ class LocalLauncher:
             log_file = open(log_path, "wb")  # noqa: SIM115 - closed when the worker is reaped
             try:
                 popen = subprocess.Popen(
-                    [self.python, "-m", "starburst_executor.worker"],
+                    [self.python, *WORKER_COMMAND[1:]],
                     env=env,
                     stdin=subprocess.DEVNULL,
                     stderr=log_file,

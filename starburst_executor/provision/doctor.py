@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from .. import quotas
+from ..launch.fargate import quotas
 from .._aws import error_code
 from ..config import Config, sessions_prefix
 from ..errors import ConfigError
@@ -30,7 +30,7 @@ __all__ = ["doctor", "QuotaReader"]
 
 QuotaReader = Callable[[str, bool], "float | None"]
 """``(region, spot) -> vCPU quota``, ``None`` when unknown.  Tests inject one (moto has no
-Fargate quotas); the default reads Service Quotas through :mod:`starburst_executor.quotas`."""
+Fargate quotas); the default reads Service Quotas through :mod:`starburst_executor.launch.fargate.quotas`."""
 
 def doctor(
     config: Config,

@@ -15,9 +15,9 @@ import importlib
 from urllib.parse import urlparse
 
 from ..errors import ConfigError
-from .base import ObjectStore, StoreStats
+from .base import ObjectStore
 
-__all__ = ["ObjectStore", "StoreStats", "open_store", "STORES"]
+__all__ = ["ObjectStore", "open_store", "STORES"]
 
 STORES: dict[str, tuple[str, str, str]] = {
     "file": ("starburst_executor.storage.local", "LocalStore", ""),

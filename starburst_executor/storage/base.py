@@ -9,19 +9,9 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
-__all__ = ["ObjectStore", "StoreStats"]
+from .._stats import RequestStats
 
-
-class StoreStats:
-    """Counts of the requests a store made, by operation; bytes moved each way."""
-
-    def __init__(self) -> None:
-        self.requests: dict[str, int] = {}
-        self.bytes_in = 0
-        self.bytes_out = 0
-
-    def count(self, operation: str, n: int = 1) -> None:
-        self.requests[operation] = self.requests.get(operation, 0) + n
+__all__ = ["ObjectStore"]
 
 
 @runtime_checkable
@@ -31,7 +21,7 @@ class ObjectStore(Protocol):
     url: str
     """The URL that opens this same store in another process (see ``open_store``)."""
 
-    stats: StoreStats
+    stats: RequestStats
 
     def put(self, key: str, data: bytes) -> None:
         """Store ``data`` at ``key`` atomically: a reader sees all of it or nothing."""

@@ -10,7 +10,7 @@ from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from ..errors import ObjectNotFound, StoreAccessDenied, StoreError
-from .base import StoreStats
+from .._stats import RequestStats
 
 __all__ = ["LocalStore"]
 
@@ -22,7 +22,7 @@ class LocalStore:
     def __init__(self, root: str | os.PathLike[str]):
         self.root = Path(root).absolute()
         self.url = self.root.as_uri()
-        self.stats = StoreStats()
+        self.stats = RequestStats()
         self._lock = threading.Lock()
         try:
             self.root.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ import weakref
 from urllib.parse import urlparse
 
 from ..errors import ObjectNotFound, StoreError
-from .base import StoreStats
+from .._stats import RequestStats
 
 __all__ = ["MemoryStore"]
 
@@ -32,7 +32,7 @@ class MemoryStore:
 
     def __init__(self, name: str = "default"):
         self.url = f"memory://{name}"
-        self.stats = StoreStats()
+        self.stats = RequestStats()
         with _SHARED_LOCK:
             objects = _SHARED.get(name)
             if objects is None:

@@ -19,7 +19,7 @@ from boto3.s3.transfer import TransferConfig
 
 from .. import _aws
 from ..errors import ConfigError, ObjectNotFound, StoreError
-from .base import StoreStats
+from .._stats import RequestStats
 
 __all__ = ["S3Store", "MULTIPART_THRESHOLD", "MULTIPART_CHUNKSIZE"]
 
@@ -57,7 +57,7 @@ class S3Store:
         self.prefix = prefix.strip("/")
         self.region = region
         self.kms_key_id = kms_key_id
-        self.stats = StoreStats()
+        self.stats = RequestStats()
         self.list_page_size = 1000
         """Keys per ListObjectsV2 request (S3's maximum, 1000, unless a test lowers it)."""
         self._lock = threading.Lock()

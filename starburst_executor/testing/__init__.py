@@ -11,7 +11,8 @@
 from __future__ import annotations
 
 from .aws_proxy import AwsProxy
-from .fargate import ContainerSpec, DockerRunner, EmulatedTask, FargateEmulator, SubprocessRunner
+from .docker_runner import DockerRunner
+from .fargate import ContainerSpec, EmulatedTask, FargateEmulator, SubprocessRunner
 from .moto_server import MotoServer
 
 __all__ = [

@@ -158,11 +158,6 @@ class AwsProxy:
         with self._lock:
             self._hooks.append(hook)
 
-    def remove_hook(self, hook: Callable[[ProxyRequest], ProxyResponse | None]) -> None:
-        with self._lock:
-            if hook in self._hooks:
-                self._hooks.remove(hook)
-
     def add_observer(self, observer: Callable[[ProxyRequest, int, bytes], None]) -> None:
         """Call ``observer(request, status, body)`` after each forwarded request."""
         with self._lock:

@@ -2,8 +2,9 @@
 
 moto accepts ``RunTask`` but runs nothing.  :class:`FargateEmulator` watches the moto ECS backends
 (moto runs in this process) for new tasks, runs each task's container command with its override
-environment (a subprocess by default, a Docker container with :class:`DockerRunner`, or any
-:class:`ContainerRunner`), and when the command exits
+environment (a subprocess by default, a Docker container with
+:class:`~starburst_executor.testing.docker_runner.DockerRunner`, or any :class:`ContainerRunner`),
+and when the command exits
 marks the task ``STOPPED`` with the real exit code, as ECS does, and pushes its output to the
 task's CloudWatch Logs stream.  Faults can be injected: an OOM kill (exit 137), a Spot
 interruption, a task that never starts, an image that cannot be pulled, ``RunTask`` failure
@@ -55,7 +56,6 @@ __all__ = [
     "ContainerRunner",
     "Container",
     "SubprocessRunner",
-    "DockerRunner",
 ]
 
 FAULTS = ("oom", "spot_interruption", "never_starts", "cannot_pull", "exit")
@@ -151,76 +151,6 @@ class SubprocessRunner:
         popen = subprocess.Popen(command, env=env, stdin=subprocess.DEVNULL, stdout=log,
                                  stderr=subprocess.STDOUT, start_new_session=True)
         return _Process(popen, log, path)
-
-
-class _DockerContainer:
-    def __init__(self, container: Any):
-        self._container = container
-        self._exit_code: int | None = None
-        self._output = ""
-
-    def poll(self) -> int | None:
-        if self._exit_code is not None:
-            return self._exit_code
-        try:
-            self._container.reload()
-        except Exception:  # removed behind our back: report it as killed
-            self._exit_code = 137
-            return self._exit_code
-        if self._container.status not in ("exited", "dead"):
-            return None
-        self._output = self.output()
-        self._exit_code = int(self._container.attrs["State"]["ExitCode"])
-        try:
-            self._container.remove(force=True)
-        except Exception:  # noqa: S110 - already gone
-            pass
-        return self._exit_code
-
-    def signal(self, sig: int) -> None:
-        if self._exit_code is None:
-            try:
-                self._container.kill(signal=int(sig))
-            except Exception:  # noqa: S110 - not running any more
-                pass
-
-    def output(self) -> str:
-        if self._exit_code is not None:
-            return self._output
-        try:
-            return bytes(self._container.logs(stdout=True, stderr=True)).decode(
-                errors="replace")
-        except Exception:
-            return self._output
-
-
-class DockerRunner:
-    """Runs a task's container with the local Docker daemon (``pip install docker``).
-
-    The task definition's image must exist on the daemon (as built by ``starburst build``, or a
-    local tag); containers use the host's network, so the moto endpoint on 127.0.0.1 is reached.
-
-    Args:
-        client: a ``docker.DockerClient`` (default: ``docker.from_env()``).
-        image: run this image instead of the task definition's (e.g. a local tag standing in
-            for an ECR URI).
-    """
-
-    def __init__(self, client: Any = None, *, image: str | None = None):
-        if client is None:
-            import docker
-
-            client = docker.from_env()
-        self.client = client
-        self.image = image
-
-    def __call__(self, spec: ContainerSpec) -> Container:
-        container = self.client.containers.run(
-            self.image or spec.image, list(spec.command), environment=dict(spec.env),
-            network_mode="host", detach=True,
-            labels={"starburst-emulator": "true", "starburst-task": spec.task_arn},
-        )
-        return _DockerContainer(container)
 
 
 @dataclasses.dataclass

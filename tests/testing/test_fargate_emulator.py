@@ -14,6 +14,10 @@ from starburst_executor.testing import FargateEmulator
 
 from ..aws_fixtures import REGION, fargate, make_bucket, make_cluster, moto_server  # noqa: F401
 
+# A container that says "up" and then runs until it is stopped: faults armed on "up" always
+# find it running.
+SLEEP_AFTER_UP = "import time; print('up', flush=True); time.sleep(600)"
+
 
 def _client(service: str, fargate: FargateEmulator, **config: Any) -> Any:
     return boto3.client(service, region_name=REGION, endpoint_url=fargate.proxy.endpoint,
@@ -55,6 +59,16 @@ def _wait(fargate: FargateEmulator, cluster: str, arn: str, status: str = "STOPP
         time.sleep(0.05)
 
 
+def _wait_output(fargate: FargateEmulator, arn: str, text: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        task = next((t for t in fargate.tasks if t.arn == arn), None)
+        if task is not None and task.container is not None and text in task.container.output():
+            return
+        assert time.monotonic() < deadline, f"{arn} never printed {text!r}"
+        time.sleep(0.05)
+
+
 @pytest.fixture
 def cluster(fargate: FargateEmulator) -> str:
     return make_cluster(fargate.moto)
@@ -87,8 +101,8 @@ def test_containers_reach_moto_through_the_proxy(fargate: FargateEmulator,
 
 
 def test_oom(fargate: FargateEmulator, cluster: str) -> None:
-    fargate.inject("oom", after=0.2)
-    (arn,) = _run(fargate, cluster, ["python", "-c", "import time; time.sleep(30)"])
+    fargate.inject("oom", when_output="up")
+    (arn,) = _run(fargate, cluster, ["python", "-c", SLEEP_AFTER_UP])
     task = _wait(fargate, cluster, arn)
     assert task["containers"][0]["exitCode"] == 137
     assert task["containers"][0]["reason"].startswith("OutOfMemoryError")
@@ -96,8 +110,8 @@ def test_oom(fargate: FargateEmulator, cluster: str) -> None:
 
 
 def test_spot_interruption(fargate: FargateEmulator, cluster: str) -> None:
-    fargate.inject("spot_interruption", after=0.2)
-    (arn,) = _run(fargate, cluster, ["python", "-c", "import time; time.sleep(30)"])
+    fargate.inject("spot_interruption", when_output="up")
+    (arn,) = _run(fargate, cluster, ["python", "-c", SLEEP_AFTER_UP])
     task = _wait(fargate, cluster, arn)
     assert task["stopCode"] == "SpotInterruption"
     assert task["containers"][0]["exitCode"] == 143  # SIGTERM
@@ -127,8 +141,7 @@ def test_stop_kills_what_ignores_sigterm(fargate: FargateEmulator, cluster: str)
     code = ("import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); "
             "print('up', flush=True); time.sleep(30)")
     (arn,) = _run(fargate, cluster, ["python", "-c", code])
-    _wait(fargate, cluster, arn, "RUNNING")
-    time.sleep(0.3)
+    _wait_output(fargate, arn, "up")  # SIGTERM is ignored from here on
     _client("ecs", fargate).stop_task(cluster=cluster, task=arn, reason="now")
     task = _wait(fargate, cluster, arn, timeout=10)
     assert task["containers"][0]["exitCode"] == 137
@@ -204,8 +217,8 @@ def test_docker_runner_oom_kills_the_container(fargate: FargateEmulator, cluster
     from starburst_executor.testing import DockerRunner
 
     fargate.runner = DockerRunner(docker_client, image=boto_worker_image)
-    fargate.inject("oom", after=0.5)
-    (arn,) = _run(fargate, cluster, ["python", "-c", "import time; time.sleep(60)"])
+    fargate.inject("oom", when_output="up")
+    (arn,) = _run(fargate, cluster, ["python", "-c", SLEEP_AFTER_UP])
     task = _wait(fargate, cluster, arn, timeout=60)
     assert task["containers"][0]["exitCode"] == 137
     assert task["containers"][0]["reason"].startswith("OutOfMemoryError")

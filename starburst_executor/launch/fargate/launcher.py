@@ -2,11 +2,12 @@
 
 ::
 
-    launch(specs) --> task definition (one per content hash; looked up, else registered)
-                  --> networking (configured, else the default VPC's subnets and security group)
+    launch(specs) --> the image (configured, else built once with auto_build: see auto_build.py)
+                  --> task definition and network (taskdef.py; looked up once)
                   --> RunTask (<= 10 tasks a call, < 20 calls/s; overrides carry the env keys)
     poll(handles) --> DescribeTasks (<= 100 tasks a call; STOPPED tasks are not asked again)
     stop/close    --> StopTask for every task started here and not known to be stopped
+    capacity      --> the vCPU quota left (quotas.py): the work runs in waves that fit
     log_tail      --> CloudWatch Logs GetLogEvents on the task's awslogs stream
 
 Nothing here talks to AWS before the first ``launch`` or ``capacity``: :meth:`from_config`
@@ -16,31 +17,27 @@ only validates.  Every botocore error goes through :func:`starburst_executor._aw
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import hashlib
 import json
 import logging
 import threading
 import time
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import botocore.exceptions
 
-from .. import _aws, _fargate_sizes, _tags, quotas
-from ..config import Config
-from ..errors import ConfigError, LaunchError, StarburstError
-from .base import LaunchFailure, LauncherStats, TaskHandle, TaskPhase, TaskState, WorkerSpec
+from ... import _aws, _tags
+from ..._stats import RequestStats
+from ...config import Config
+from ...errors import ConfigError, LaunchError, StarburstError
+from ..auto_build import WorkerImage
+from ..base import LaunchFailure, TaskHandle, TaskPhase, TaskState, WorkerSpec
+from . import quotas, sizes, taskdef
+from .taskdef import CONTAINER_NAME, LOG_STREAM_PREFIX
 
-__all__ = ["FargateLauncher", "CONTAINER_NAME", "WORKER_COMMAND", "LOG_STREAM_PREFIX"]
+__all__ = ["FargateLauncher"]
 
 log = logging.getLogger(__name__)
-
-CONTAINER_NAME = "worker"
-WORKER_COMMAND = ("python", "-m", "starburst_executor.worker")
-LOG_STREAM_PREFIX = "starburst"
-"""awslogs stream prefix: a task's stream is ``starburst/worker/<task id>``."""
 
 RUN_TASK_MAX = 10  # tasks per RunTask call (ECS limit)
 DESCRIBE_TASKS_MAX = 100  # tasks per DescribeTasks call (ECS limit)
@@ -79,17 +76,48 @@ class _Task:
     stop_requested: bool = False
 
 
-def _timestamp(value: Any) -> float | None:
-    if isinstance(value, datetime.datetime):
-        return value.timestamp()
-    if isinstance(value, (int, float)):
-        return float(value)
-    return None
-
-
 def _retryable(reason: str) -> bool:
     lowered = reason.lower()
     return any(hint in lowered for hint in _RETRYABLE_HINTS)
+
+
+def _task_state(handle: TaskHandle, task: dict[str, Any]) -> TaskState:
+    """What a DescribeTasks entry says of a worker."""
+    last = str(task.get("lastStatus") or "PENDING")
+    if last in _STOPPED:
+        phase = TaskPhase.STOPPED
+    elif last in _PENDING:
+        phase = TaskPhase.PENDING
+    else:
+        phase = TaskPhase.RUNNING
+    containers = task.get("containers") or []
+    container = next((c for c in containers if c.get("name") == CONTAINER_NAME),
+                     containers[0] if containers else {})
+    exit_code = container.get("exitCode") if phase is TaskPhase.STOPPED else None
+    reasons = [r for r in (task.get("stoppedReason"), container.get("reason")) if r]
+    stop_code = task.get("stopCode") or None
+    return TaskState(
+        handle=handle,
+        phase=phase,
+        exit_code=int(exit_code) if exit_code is not None else None,
+        stop_code=stop_code,
+        stopped_reason="; ".join(reasons) or None,
+        started_at=_aws.aws_timestamp(task.get("startedAt")),
+        stopped_at=_aws.aws_timestamp(task.get("stoppedAt")) if phase is TaskPhase.STOPPED else None,
+        interrupted=stop_code == "SpotInterruption",
+    )
+
+
+def _refused(spec: WorkerSpec, failure: dict[str, Any], cluster: str) -> LaunchFailure:
+    """The failure of a worker that a RunTask answer has a ``failures`` entry for."""
+    reason = str(failure.get("reason") or "no task and no reason given")
+    detail = failure.get("detail")
+    text = f"ECS could not start a Fargate task: {reason}" + (f" ({detail})" if detail else "")
+    retryable = _retryable(reason)
+    if not retryable:
+        text += (f"; check the cluster {cluster!r}, the image and the networking settings with "
+                 "`starburst doctor`")
+    return LaunchFailure(spec.worker_id, text, retryable=retryable)
 
 
 class FargateLauncher:
@@ -121,23 +149,23 @@ class FargateLauncher:
         self.max_attempts = max_attempts
         self.session_id = session_id
         self.store_url = store_url
-        self.cpu_units, self.memory = _fargate_sizes.validate_size(config.cpu, config.memory)
-        _fargate_sizes.validate_ephemeral_storage(config.ephemeral_storage)
+        self.cpu_units, self.memory = sizes.validate_size(config.cpu, config.memory)
+        sizes.validate_ephemeral_storage(config.ephemeral_storage)
         if config.region:
-            _fargate_sizes.validate_region(config.region)
-        if not config.image:
+            sizes.validate_region(config.region)
+        self._image = WorkerImage.from_config(config, push=True)
+        if self._image.known is None and not self._image.pending:
             raise ConfigError(
                 "no worker image is configured for the fargate backend: run `starburst build` "
                 "(it builds and pushes the image and records it in the config file), or pass "
-                "image=... / set STARBURST_IMAGE"
+                "image=... / set STARBURST_IMAGE, or auto_build=True"
             )
-        self.image: str = config.image
-        self.stats = LauncherStats()
+        self.stats = RequestStats()
         self._quota_fallback = vcpu_quota_fallback
         self._lock = threading.RLock()
         self._clients: dict[str, Any] = {}
         self._region: str | None = config.region
-        self._task_definition: str | None = None
+        self._task_definition: str | None = None  # both resolved at the first launch
         self._network: dict[str, Any] | None = None
         self._tasks: dict[str, _Task] = {}  # by task ARN, in launch order
         self._pace = _Pace(CALLS_PER_SECOND)
@@ -149,11 +177,17 @@ class FargateLauncher:
         cls, config: Config, session_id: str, store_url: str, **kwargs: Any
     ) -> FargateLauncher:
         """Validate ``config`` for Fargate (sizes, region, image) without any network call.
+        With ``auto_build`` and no image, the image is built at the first launch.
 
         Raises:
             ConfigError: an invalid size, region or a missing image, naming the fix.
         """
         return cls(config, session_id, store_url, **kwargs)
+
+    @property
+    def image(self) -> str | None:
+        """The worker image; None until an ``auto_build`` image is built."""
+        return self._image.known
 
     # -- clients -------------------------------------------------------------------------
 
@@ -187,134 +221,19 @@ class FargateLauncher:
         return _aws.translate(exc, service=service, operation=operation,
                               resource=resource or f"cluster {self.config.cluster}")
 
-    # -- task definition and networking ---------------------------------------------------
+    # -- what every RunTask names --------------------------------------------------------
 
-    def _role_arn(self, name: str, identity: dict[str, str]) -> str:
-        if name.startswith("arn:"):
-            return name
-        partition = identity["Arn"].split(":")[1]
-        return f"arn:{partition}:iam::{identity['Account']}:role/{name}"
-
-    def task_definition_spec(self, execution_role_arn: str, task_role_arn: str) -> dict[str, Any]:
-        """The RegisterTaskDefinition arguments (family excepted) for this configuration."""
-        architecture = "ARM64" if self.config.architecture == "arm64" else "X86_64"
-        spec: dict[str, Any] = {
-            "networkMode": "awsvpc",
-            "requiresCompatibilities": ["FARGATE"],
-            "cpu": str(self.cpu_units),
-            "memory": str(self.memory),
-            "runtimePlatform": {"cpuArchitecture": architecture, "operatingSystemFamily": "LINUX"},
-            "executionRoleArn": execution_role_arn,
-            "taskRoleArn": task_role_arn,
-            "containerDefinitions": [
-                {
-                    "name": CONTAINER_NAME,
-                    "image": self.image,
-                    "essential": True,
-                    "command": list(WORKER_COMMAND),
-                    "memory": self.memory,
-                    "logConfiguration": {
-                        "logDriver": "awslogs",
-                        "options": {
-                            "awslogs-group": self.config.log_group,
-                            "awslogs-region": self.region,
-                            "awslogs-stream-prefix": LOG_STREAM_PREFIX,
-                        },
-                    },
-                }
-            ],
-        }
-        if self.config.ephemeral_storage > _fargate_sizes.EPHEMERAL_DEFAULT:
-            # Only storage above the default is asked for (and billed).
-            spec["ephemeralStorage"] = {"sizeInGiB": self.config.ephemeral_storage}
-        return spec
-
-    @staticmethod
-    def family_for(spec: dict[str, Any]) -> str:
-        """``starburst-<hash>``: one family per content hash of the task definition."""
-        digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
-        return f"starburst-{digest[:20]}"
-
-    def _ensure_task_definition(self) -> str:
-        if self._task_definition is not None:
-            return self._task_definition
-        roles = (self.config.execution_role, self.config.task_role)
-        identity: dict[str, str] = {}
-        if not all(r.startswith("arn:") for r in roles):
-            try:
-                identity = self._client("sts").get_caller_identity()
-            except Exception as exc:
-                raise _aws.translate(exc, service="sts", operation="GetCallerIdentity") from None
-        spec = self.task_definition_spec(*(self._role_arn(r, identity) for r in roles))
-        family = self.family_for(spec)
-        ecs = self._client("ecs")
-        try:
-            found = ecs.describe_task_definition(taskDefinition=family)["taskDefinition"]
-            if found.get("status") == "ACTIVE":
-                self._task_definition = str(found["taskDefinitionArn"])
-                return self._task_definition
-        except Exception as exc:
-            if _aws.error_code(exc) not in ("ClientException", "InvalidParameterException"):
-                raise self._fail(exc, "DescribeTaskDefinition", f"task definition {family}") \
-                    from None
-        tags = [{"key": k, "value": v} for k, v in _tags.resource_tags().items()]
-        try:
-            registered = ecs.register_task_definition(family=family, tags=tags, **spec)
-        except Exception as exc:
-            raise self._fail(exc, "RegisterTaskDefinition", f"task definition {family}") from None
-        self._task_definition = str(registered["taskDefinition"]["taskDefinitionArn"])
-        return self._task_definition
-
-    def _ensure_network(self) -> dict[str, Any]:
-        if self._network is not None:
-            return self._network
-        subnets = list(self.config.subnets)
-        groups = list(self.config.security_groups)
-        ec2 = self._client("ec2")
-        try:
-            if not subnets:
-                vpcs = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])
-                if not vpcs.get("Vpcs"):
-                    raise ConfigError(
-                        f"no default VPC in {self.region}: pass subnets=... and "
-                        "security_groups=... (or set STARBURST_SUBNETS / STARBURST_SECURITY_GROUPS),"
-                        " or run `starburst setup`"
-                    )
-                vpc_id = vpcs["Vpcs"][0]["VpcId"]
-                found = ec2.describe_subnets(Filters=[
-                    {"Name": "vpc-id", "Values": [vpc_id]},
-                    {"Name": "default-for-az", "Values": ["true"]},
-                ])
-                subnets = sorted(s["SubnetId"] for s in found.get("Subnets", []))
-                if not subnets:
-                    raise ConfigError(
-                        f"the default VPC {vpc_id} in {self.region} has no default subnets: pass "
-                        "subnets=... and security_groups=..., or run `starburst setup`"
-                    )
-            if not groups:
-                vpc = ec2.describe_subnets(SubnetIds=subnets[:1])["Subnets"][0]["VpcId"]
-                found_groups = ec2.describe_security_groups(Filters=[
-                    {"Name": "vpc-id", "Values": [vpc]},
-                    {"Name": "group-name", "Values": ["default"]},
-                ])
-                groups = [g["GroupId"] for g in found_groups.get("SecurityGroups", [])[:1]]
-                if not groups:
-                    raise ConfigError(
-                        f"no default security group in VPC {vpc}: pass security_groups=..."
-                    )
-        except StarburstError:
-            raise
-        except Exception as exc:
-            raise _aws.translate(exc, service="ec2", operation="DescribeSubnets",
-                                 resource=f"the VPCs of {self.region}") from None
-        self._network = {
-            "awsvpcConfiguration": {
-                "subnets": subnets,
-                "securityGroups": groups,
-                "assignPublicIp": "ENABLED" if self.config.assign_public_ip else "DISABLED",
-            }
-        }
-        return self._network
+    def _prepare(self) -> tuple[str, dict[str, Any]]:
+        """(task definition ARN, network configuration), resolved at the first launch (from the
+        manager thread only: no lock, so ``stop`` never waits for an image build)."""
+        if self._task_definition is None:
+            image = self._image.get()
+            assert image is not None  # a launcher without one is refused in __init__
+            self._task_definition = taskdef.ensure_task_definition(
+                self.config, image, self.region, self._client)
+        if self._network is None:
+            self._network = taskdef.resolve_network(self.config, self.region, self._client)
+        return self._task_definition, self._network
 
     # -- the Launcher protocol ------------------------------------------------------------
 
@@ -322,8 +241,7 @@ class FargateLauncher:
         if not specs:
             return []
         try:
-            task_definition = self._ensure_task_definition()
-            network = self._ensure_network()
+            task_definition, network = self._prepare()
         except StarburstError as exc:
             # The botocore error behind a translated one is its __context__ ("from None").
             retryable = _aws.is_transient(exc.__cause__ or exc.__context__ or exc)
@@ -395,15 +313,7 @@ class FargateLauncher:
                     out.append(handle)
                     continue
                 failure = failures[min(i - len(tasks), len(failures) - 1)] if failures else {}
-                reason = str(failure.get("reason") or "no task and no reason given")
-                detail = failure.get("detail")
-                text = f"ECS could not start a Fargate task: {reason}" + (
-                    f" ({detail})" if detail else "")
-                retryable = _retryable(reason)
-                if not retryable:
-                    text += (f"; check the cluster {self.config.cluster!r}, the image and the "
-                             "networking settings with `starburst doctor`")
-                out.append(LaunchFailure(spec.worker_id, text, retryable=retryable))
+                out.append(_refused(spec, failure, self.config.cluster))
         log.debug("RunTask: %d started, %d failed at %.3f", len(tasks), len(failures), now)
         return out
 
@@ -438,7 +348,7 @@ class FargateLauncher:
                 if record is None:  # not started here: reported, never stopped by close()
                     record = _Task(handle, TaskState(handle, TaskPhase.PENDING))
                 if handle.task_id in found:
-                    record.state = self._state(handle, found[handle.task_id])
+                    record.state = _task_state(handle, found[handle.task_id])
                 elif handle.task_id in missing:
                     record.state = dataclasses.replace(
                         record.state, phase=TaskPhase.STOPPED,
@@ -446,32 +356,6 @@ class FargateLauncher:
                         stopped_at=record.state.stopped_at or time.time())
                 states.append(record.state)
         return states
-
-    @staticmethod
-    def _state(handle: TaskHandle, task: dict[str, Any]) -> TaskState:
-        last = str(task.get("lastStatus") or "PENDING")
-        if last in _STOPPED:
-            phase = TaskPhase.STOPPED
-        elif last in _PENDING:
-            phase = TaskPhase.PENDING
-        else:
-            phase = TaskPhase.RUNNING
-        containers = task.get("containers") or []
-        container = next((c for c in containers if c.get("name") == CONTAINER_NAME),
-                         containers[0] if containers else {})
-        exit_code = container.get("exitCode") if phase is TaskPhase.STOPPED else None
-        reasons = [r for r in (task.get("stoppedReason"), container.get("reason")) if r]
-        stop_code = task.get("stopCode") or None
-        return TaskState(
-            handle=handle,
-            phase=phase,
-            exit_code=int(exit_code) if exit_code is not None else None,
-            stop_code=stop_code,
-            stopped_reason="; ".join(reasons) or None,
-            started_at=_timestamp(task.get("startedAt")),
-            stopped_at=_timestamp(task.get("stoppedAt")) if phase is TaskPhase.STOPPED else None,
-            interrupted=stop_code == "SpotInterruption",
-        )
 
     def stop(self, handles: Sequence[TaskHandle], reason: str) -> None:
         with self._lock:
@@ -508,18 +392,9 @@ class FargateLauncher:
         except StarburstError as exc:
             log.debug("cannot count the vCPUs in use: %s", exc)
             in_use = 0.0
-        cpu = self.cpu_units / 1024
-        fit = int((quota - in_use) // cpu)
-        self._capacity = max(1, fit) if fit < wanted else wanted
-        if self._capacity < wanted:
-            kind = "Spot" if self.config.spot else "On-Demand"
-            warnings.warn(
-                f"the Fargate {kind} vCPU quota in {self.region} is {quota:g} vCPUs and "
-                f"{in_use:g} are in use, so {self._capacity} workers of {cpu:g} vCPU run at once "
-                f"instead of {wanted} (the work runs in waves). To raise the quota: "
-                f"{quotas.increase_hint(self.region, self.config.spot, desired=wanted * cpu + in_use)}",
-                stacklevel=2,
-            )
+        self._capacity = quotas.workers_that_fit(
+            wanted, self.cpu_units / 1024, quota, in_use, region=self.region,
+            spot=self.config.spot)
         return self._capacity
 
     def log_tail(self, handle: TaskHandle, lines: int = 20) -> str:

@@ -11,20 +11,20 @@ Fargate takes a fixed set of (vCPU, memory) pairs (Linux tasks)::
     8      16 - 60 GB in 4 GB steps
     16     32 - 120 GB in 8 GB steps
 
-and 20 (the default, included in the price) or 21 - 200 GiB of ephemeral storage.  Memory is in MiB throughout (``config.parse_memory``).
+and 20 (the default, included in the price) or 21 - 200 GiB of ephemeral storage.  Memory is in
+MiB throughout (``config.parse_memory``).
 """
 
 from __future__ import annotations
 
 import re
 
-from .errors import ConfigError
+from ...errors import ConfigError
 
 __all__ = [
     "FARGATE_MEMORY",
     "EPHEMERAL_RANGE",
     "cpu_units",
-    "valid_memory",
     "validate_size",
     "validate_ephemeral_storage",
     "validate_region",
@@ -71,12 +71,6 @@ def cpu_units(cpu: float) -> int:
         choices = ", ".join(_cpu_text(c) for c in FARGATE_MEMORY)
         raise ConfigError(f"cpu={cpu!r} is not a Fargate size: choose one of {choices} (vCPUs)")
     return int(float(cpu) * 1024)
-
-
-def valid_memory(cpu: float) -> tuple[int, ...]:
-    """The memory sizes (MiB) Fargate accepts with ``cpu`` vCPUs."""
-    cpu_units(cpu)
-    return FARGATE_MEMORY[float(cpu)]
 
 
 def _describe(sizes: tuple[int, ...]) -> str:

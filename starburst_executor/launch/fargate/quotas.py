@@ -10,6 +10,7 @@ Public API::
     fargate_vcpu_quota(region, spot=False, fallback=None) -> float | None
     vcpus_in_use(cluster, region, spot=None) -> float
     increase_hint(region, spot, desired=None) -> str
+    workers_that_fit(wanted, cpu, quota, in_use, region=..., spot=...) -> int  (warns if < wanted)
 
 Service Quotas cannot be read everywhere (no permission, moto); the quota then comes from the
 ``fallback`` argument, else the ``STARBURST_FARGATE_VCPU_QUOTA`` environment variable, else it is
@@ -19,10 +20,11 @@ unknown (``None``) and nothing is capped.
 from __future__ import annotations
 
 import os
+import warnings
 from typing import Any
 
-from . import _aws
-from .errors import ConfigError
+from ... import _aws
+from ...errors import ConfigError
 
 __all__ = [
     "ON_DEMAND_QUOTA_CODE",
@@ -32,6 +34,7 @@ __all__ = [
     "fargate_vcpu_quota",
     "vcpus_in_use",
     "increase_hint",
+    "workers_that_fit",
 ]
 
 ON_DEMAND_QUOTA_CODE = "L-3032A538"
@@ -145,3 +148,23 @@ def increase_hint(region: str, spot: bool, desired: float | None = None) -> str:
         f"https://{region}.console.aws.amazon.com/servicequotas/home/services/fargate/quotas/"
         f"{code})"
     )
+
+
+def workers_that_fit(wanted: int, cpu: float, quota: float, in_use: float, *, region: str,
+                     spot: bool) -> int:
+    """How many workers of ``cpu`` vCPUs may run at once: ``wanted`` if they fit in the quota
+    left, else as many as fit (at least one, so the work runs in waves) with a warning that
+    says how to ask for more."""
+    fit = int((quota - in_use) // cpu)
+    if fit >= wanted:
+        return wanted
+    workers = max(1, fit)
+    kind = "Spot" if spot else "On-Demand"
+    warnings.warn(
+        f"the Fargate {kind} vCPU quota in {region} is {quota:g} vCPUs and "
+        f"{in_use:g} are in use, so {workers} workers of {cpu:g} vCPU run at once "
+        f"instead of {wanted} (the work runs in waves). To raise the quota: "
+        f"{increase_hint(region, spot, desired=wanted * cpu + in_use)}",
+        stacklevel=3,
+    )
+    return workers

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from starburst_executor import _fargate_sizes as sizes
+from starburst_executor.launch.fargate import sizes
 from starburst_executor.config import parse_memory
 from starburst_executor.errors import ConfigError
 

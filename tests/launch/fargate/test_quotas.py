@@ -4,10 +4,10 @@ from typing import Any
 
 import pytest
 
-from starburst_executor import quotas
+from starburst_executor.launch.fargate import quotas
 from starburst_executor.testing import MotoServer
 
-from .aws_fixtures import aws, boto, cluster, moto_server  # noqa: F401
+from ...aws_fixtures import aws, boto, cluster, moto_server  # noqa: F401
 
 
 class FakeServiceQuotas:

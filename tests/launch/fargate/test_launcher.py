@@ -9,13 +9,14 @@ import pytest
 from starburst_executor import _keys
 from starburst_executor.errors import ConfigError
 from starburst_executor.launch.base import LaunchFailure, TaskHandle, TaskPhase, WorkerSpec
-from starburst_executor.launch.fargate import FargateLauncher
+from starburst_executor.launch.fargate import taskdef
+from starburst_executor.launch.fargate.launcher import FargateLauncher
 from starburst_executor.storage.s3 import S3Store
 from starburst_executor.testing import FargateEmulator
 
-from ..aws_fixtures import (  # noqa: F401
+from ...aws_fixtures import (  # noqa: F401
     REGION, boto, fargate, fargate_config, make_bucket, make_cluster, moto_server, sleeper, unique)
-from ..contracts.launcher_contract import LauncherContract, _spec, _wait_stopped
+from ...contracts.launcher_contract import LauncherContract, _spec, _wait_stopped
 
 
 @pytest.fixture
@@ -72,10 +73,11 @@ def test_default_ephemeral_storage_is_not_asked_for() -> None:
     # 20 GiB come with every task; asking for 21 would bill one GiB more.
     config = fargate_config("c", "b")
     assert config.ephemeral_storage == 20
-    spec = FargateLauncher.from_config(config, "s", "s3://b/p").task_definition_spec("e", "t")
+    spec = taskdef.task_definition_spec(config, "img:1", REGION, "e", "t")
     assert "ephemeralStorage" not in spec
-    bigger = FargateLauncher.from_config(config.replace(ephemeral_storage=50), "s", "s3://b/p")
-    assert bigger.task_definition_spec("e", "t")["ephemeralStorage"] == {"sizeInGiB": 50}
+    bigger = taskdef.task_definition_spec(config.replace(ephemeral_storage=50), "img:1", REGION,
+                                          "e", "t")
+    assert bigger["ephemeralStorage"] == {"sizeInGiB": 50}
 
 
 def test_task_definition_is_registered_once_and_reused(
@@ -225,8 +227,8 @@ def test_run_task_pace_and_batching(fargate: FargateEmulator, launcher: FargateL
 def test_states_of_faulty_tasks(fargate: FargateEmulator, launcher: FargateLauncher,
                                 store: S3Store) -> None:
     fargate.runner = sleeper()
-    fargate.inject("oom", after=0.3)
-    fargate.inject("spot_interruption", after=0.3)
+    fargate.inject("oom", when_output="container up")  # the sleeper's first line
+    fargate.inject("spot_interruption", when_output="container up")
     fargate.inject("cannot_pull")
     handles = [h for h in launcher.launch([_idle_spec(store) for _ in range(3)])
                if isinstance(h, TaskHandle)]
