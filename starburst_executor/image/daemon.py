@@ -1,6 +1,7 @@
 """The Docker daemon's part of a build: check the base image, build, push, measure.
 
-Every docker SDK error is turned into an :class:`ImageError` here, with what to do next.
+Every docker SDK error is turned into an :class:`ImageError` here (a missing daemon is the
+launcher's :class:`ConfigError`), with what to do next.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from ..errors import ImageError, LaunchError
+from ..errors import ImageError
 from .recipe import ImageRecipe
 from .registry import Registry
 
@@ -26,15 +27,12 @@ def open_daemon(timeout: float = 120.0) -> Any:
     """A ``docker.DockerClient`` for the local daemon (:func:`..launch.docker.docker_client`).
 
     Raises:
-        ConfigError: the ``docker`` package is not installed.
-        ImageError: no daemon answers; the message says how to start one.
+        ConfigError: the ``docker`` package is not installed, or no daemon answers; the
+            message says how to start one.
     """
     from ..launch.docker import docker_client
 
-    try:
-        return docker_client(timeout=timeout)
-    except LaunchError as exc:  # the same daemon, but here it is an image that cannot be built
-        raise ImageError(str(exc)) from None
+    return docker_client(timeout=timeout)
 
 
 def local_image(client: Any, name: str) -> Any:

@@ -169,7 +169,7 @@ def test_bad_options_are_config_errors(tmp_path: Path) -> None:
 def test_no_daemon_says_how_to_start_one(monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("docker")
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    with pytest.raises(image.ImageError, match="no Docker daemon answers.*dockerd"):
+    with pytest.raises(ConfigError, match="no Docker daemon answers.*dockerd"):
         daemon.open_daemon(timeout=5)
 
 
