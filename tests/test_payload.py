@@ -113,11 +113,11 @@ def test_result_that_cannot_be_unpickled_names_its_type() -> None:
     assert "some.module.Thing" in str(error)
 
 
-def test_pickle_call_names_the_unpicklable_argument() -> None:
+def test_pickle_args_names_the_unpicklable_argument() -> None:
     with pytest.raises(SerializationError, match=r"kwargs\['lock'\] \(a _thread.lock\)"):
-        payload.pickle_call(9, (1, 2), {"lock": threading.Lock()})
+        payload.pickle_args(9, (1, 2), {"lock": threading.Lock()})
     with pytest.raises(SerializationError, match=r"args\[1\]"):
-        payload.pickle_call(9, (1, threading.Lock()), {})
+        payload.pickle_args(9, (1, threading.Lock()), {})
 
 
 def test_pickle_function_names_the_function() -> None:
