@@ -130,3 +130,18 @@ def test_main_as_subprocess_runs_a_batch(tmp_path: Any) -> None:
     assert proc.returncode == 0, proc.stderr
     assert _results(store) == {0: (True, 1024)}
     assert "batch b1 attempt 1: 1 calls" in proc.stderr
+
+
+def test_arguments_that_cannot_be_unpickled_fail_their_call_only(store: MemoryStore) -> None:
+    _put_batch(store, "b1", lambda x: x, [(0, (1,)), (2, (3,))])
+    batch = payload.Batch.decode(store.get(_keys.batch_key("b1")))
+    broken = payload.Call(1, 0, b"\x80\x05garbage")
+    calls = (batch.calls[0], broken, batch.calls[1])
+    store.put(_keys.batch_key("b1"), payload.Batch("b1", batch.digests, calls).encode())
+    _assign(store, "w1", 0, "b1")
+    Worker(store, "w1", idle_timeout=0.1).run()
+    results = _results(store)
+    assert results[0] == (True, 1) and results[2] == (True, 3)
+    ok, error = results[1]
+    assert not ok and isinstance(error, SerializationError)
+    assert "arguments of call 1 could not be unpickled on worker w1" in str(error)

@@ -5,7 +5,8 @@
     submit()/map() --lock--> Intake.pending --wake--> [manager thread, one per executor]
                                                           |  each turn, woken or after a poll
                                                           |  interval (backoff while idle):
-      _collect:   one LIST of results/ --> GET each new part --> resolve futures, free the worker
+      _collect:   one LIST of results/ --> GET each new part (ResultReader) --> resolve futures,
+                  free the worker
       _watch:     launcher.poll (workers with a batch) --> one stopped with its batch unfinished:
                   retry the batch (up to max_retries) or fail its futures with WorkerLost;
                   one past start_timeout or task_timeout: stop it
@@ -47,6 +48,7 @@ from ..storage import ObjectStore
 from .batches import Batch, Batcher
 from .intake import Intake
 from .ledger import Ledger, Usage
+from .results import ResultReader
 from .workers import Worker, Workers
 
 __all__ = ["Manager", "Settings"]
@@ -88,7 +90,7 @@ class Manager(threading.Thread):
         self._workers = Workers(store, launcher, settings.config, settings.max_workers, ledger)
         self._inflight: dict[str, Batch] = {}
         self._retry: collections.deque[Batch] = collections.deque()
-        self._seen_parts: set[str] = set()
+        self._results = ResultReader(store)
         self._session = _SessionRecord(store, settings)
 
     def usage(self, calls: int) -> Usage:
@@ -145,26 +147,16 @@ class Manager(threading.Thread):
     def _collect(self) -> bool:
         if not self._inflight:
             return False
-        # Batch ids grow, so every part of an unfinished batch sorts after this key.
-        oldest = min(self._inflight)
-        keys = self._store.list(_keys.RESULTS_PREFIX, start_after=_keys.RESULTS_PREFIX + oldest)
-        fresh = [k for k in keys if k not in self._seen_parts]
+        fresh = self._results.look(min(self._inflight))
         for key in fresh:
-            self._seen_parts.add(key)
-            batch_id, _, _ = _keys.parse_result_key(key)
-            batch = self._inflight.get(batch_id)
+            batch = self._inflight.get(_keys.parse_result_key(key)[0])
             if batch is None:
                 continue
-            try:
-                part: payload.ResultPart = payload.load(self._store.get(key), "results")
-            except SerializationError as exc:
-                # E.g. a worker of another Python version wrote its refusal in its own
-                # format: retrying elsewhere would give the same answer.
-                self._fail_batch(batch, exc)
-                continue
-            self._apply(batch, part)
-        if len(self._seen_parts) > 4 * len(keys) + 1000:
-            self._seen_parts.intersection_update(keys)
+            part = self._results.read(key)
+            if isinstance(part, SerializationError):
+                self._fail_batch(batch, part)
+            else:
+                self._apply(batch, part)
         return bool(fresh)
 
     def _apply(self, batch: Batch, part: payload.ResultPart) -> None:
