@@ -29,9 +29,9 @@ from typing import Any, Literal, TypeVar
 
 from ._backends import build_backend  # MERGE: open_backend
 from ._future import CallMetadata, StarburstFuture
-from .engine import Intake, Ledger, Manager, Settings, Usage, WorkItem
 from ._progress import ProgressBar
 from .config import Config, load_config
+from .engine import Intake, Ledger, Manager, Settings, Usage, WorkItem
 from .errors import ExecutorBroken
 from .planner import BatchPolicy
 from .storage import open_store
