@@ -94,6 +94,16 @@ def dump(kind: str, body: bytes) -> bytes:
     return b"".join((MAGIC, _LEN.pack(len(header)), header, body))
 
 
+def _dump_plain(kind: str, obj: Any) -> bytes:
+    """:func:`dump` of ``obj`` pickled with the stdlib pickle straight behind its header, so a
+    large body is copied once, not once more to join it to the header."""
+    header = _header(kind)
+    buffer = io.BytesIO()
+    buffer.write(b"".join((MAGIC, _LEN.pack(len(header)), header)))
+    pickle.Pickler(buffer, PROTOCOL).dump(obj)
+    return buffer.getvalue()
+
+
 def read_header(data: bytes) -> tuple[dict[str, Any], memoryview]:
     """Return (header, body) of a framed payload; raise ``SerializationError`` if it is none."""
     view = memoryview(data)
@@ -403,8 +413,7 @@ class Batch:
     def encode(self) -> bytes:
         """The framed object stored under ``batches/<batch id>``."""
         calls = [(c.item_id, c.fn_index, c.args) for c in self.calls]
-        body = pickle.dumps((self.batch_id, list(self.digests), calls), PROTOCOL)
-        return dump("batch", body)
+        return _dump_plain("batch", (self.batch_id, list(self.digests), calls))
 
     @classmethod
     def decode(cls, data: bytes) -> Batch:

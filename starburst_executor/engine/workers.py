@@ -24,6 +24,8 @@ __all__ = ["Worker", "Workers"]
 
 @dataclasses.dataclass(eq=False)
 class Worker:
+    """One launched worker, as the manager sees it."""
+
     worker_id: str
     launched_at: float
     handle: TaskHandle | None = None
