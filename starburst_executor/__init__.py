@@ -35,7 +35,7 @@ from .errors import (
 
 if TYPE_CHECKING:
     from ._future import CallMetadata, StarburstFuture
-    from ._manager import Usage
+    from .engine import Usage
     from .config import Config, load_config
     from .executor import FargateExecutor, starburst_cluster, starburst_map
 
@@ -47,7 +47,7 @@ _LAZY = {
     "starburst_cluster": ".executor",
     "StarburstFuture": "._future",
     "CallMetadata": "._future",
-    "Usage": "._manager",
+    "Usage": ".engine",
     "Config": ".config",
     "load_config": ".config",
 }

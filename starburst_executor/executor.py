@@ -22,19 +22,18 @@ import itertools
 import os
 import secrets
 import sys
-import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from typing import Any, Literal, TypeVar
 
-from .launch import open_backend as build_backend
 from ._future import CallMetadata, StarburstFuture
-from ._manager import Intake, Manager, Usage, WorkItem
 from ._progress import ProgressBar
 from .config import Config, load_config
+from .engine import Intake, Ledger, Manager, Settings, Usage, WorkItem
 from .errors import ExecutorBroken
+from .launch import open_backend
 from .planner import BatchPolicy
 from .storage import open_store
 
@@ -102,14 +101,8 @@ class FargateExecutor(Executor):
         self._max_workers = config.max_workers or _DEFAULT_WORKERS.get(
             config.backend, os.cpu_count() or 1)
         self._session_id = time.strftime("%Y%m%d-%H%M%S") + "-" + secrets.token_hex(3)
-        # auto_build: the image is built at the first submit (never here: no network in the
-        # constructor); the settings are validated now all the same.
-        self._needs_image = config.auto_build and not config.image and config.backend != "local"
-        self._image_lock = threading.Lock()
-        self._backend = build_backend(
-            config.replace(image="auto-build-pending") if self._needs_image else config,
-            self._session_id,
-        )
+        # No network here: with auto_build, the launcher builds the image at its first launch.
+        self._backend = open_backend(config, self._session_id)
         self._intake = Intake(ProgressBar() if config.progress else None)
         self._manager: Manager | None = None
         self._announced = False
@@ -251,8 +244,6 @@ class FargateExecutor(Executor):
     ) -> list[Any]:
         if not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
-        if self._needs_image:
-            self._build_image()
         now = time.time()
         intake = self._intake
         with intake.lock:
@@ -287,42 +278,15 @@ class FargateExecutor(Executor):
         intake.wake()
         return futures
 
-    def _build_image(self) -> None:
-        """Build (and for Fargate, push) the worker image of this environment, once."""
-        with self._image_lock:
-            if not self._needs_image:
-                return
-            from .image import ensure_image
-
-            def log(message: str) -> None:
-                print(f"starburst: {message}", file=sys.stderr, flush=True)
-
-            log("auto_build=True and no image configured: building the worker image of this "
-                "environment (skipped when the registry already has it)")
-            options = {"push": False} if self._config.backend == "docker" else {}
-            image = ensure_image(self._config, log=log, **options)
-            log(f"worker image: {image}")
-            self._config = self._config.replace(image=image)
-            self._backend = build_backend(self._config, self._session_id)
-            self._needs_image = False
-
     def _start_manager(self) -> None:
         """Start the manager thread (the caller holds ``self._intake.lock``)."""
         backend = self._backend
-        manager = Manager(
-            self,
-            self._intake,
-            open_store(backend.store_url),
-            backend.launcher,
-            self._config,
-            session_id=self._session_id,
-            max_workers=self._max_workers,
-            policy=self._policy,
-            delete_session=backend.delete_session,
-            store_name=backend.store_name,
-            launcher_name=backend.launcher_name,
-            price=_price_function(self._config),
-        )
+        ledger = Ledger(_price_function(self._config), self._config.max_cost,
+                        store_name=backend.store_name, launcher_name=backend.launcher_name)
+        settings = Settings(self._session_id, self._max_workers, self._policy, self._config,
+                            delete_session=backend.delete_session)
+        manager = Manager(self, self._intake, open_store(backend.store_url), backend.launcher,
+                          ledger, settings)
         manager.start()
         self._manager = manager
 

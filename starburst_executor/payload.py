@@ -9,12 +9,19 @@ Python and cloudpickle that wrote it.  cloudpickle output is only readable by th
 minor version and cloudpickle major version, so a reader refuses anything else with
 :class:`PayloadVersionError`, whose message says what to rebuild.
 
-Records (plain, picklable with the stdlib pickle):
+Records, each a frozen dataclass with the code that writes and reads it:
 
-* a *batch* body: ``(batch_id, [function digest, ...], [(item_id, fn_index, args, kwargs), ...])``
+* :class:`Batch` (kind ``batch``): the batch id, its functions' digests and its :class:`Call` s.
+  On the wire a plain tuple ``(batch_id, [digest, ...], [(item_id, fn_index, args), ...])``
+  pickled with the stdlib pickle, where ``args`` is the call's own cloudpickled
+  ``(args, kwargs)``: each call is pickled once, on its own, so its size is known before the
+  batch is cut and one call that cannot be read fails that call only.
 * a *function* body: the cloudpickled callable, stored once per content hash.
+* :class:`Assignment`: a worker's next order (run this batch's attempt, or stop), small JSON,
+  so a worker reads it without unpickling anything.
 * a *results* body: :class:`ResultPart`, whose values and exceptions are pickled one by one, so
-  one result that cannot be unpickled fails one future, not a whole batch.
+  one result that cannot be unpickled fails one future, not a whole batch.  A record whose id
+  is :data:`WHOLE_BATCH` stands for every call of its batch.
 """
 
 from __future__ import annotations
@@ -22,6 +29,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
+import io
 import json
 import os
 import pickle
@@ -37,6 +45,12 @@ from .errors import PayloadVersionError, RemoteError, RemoteTraceback, Serializa
 
 __all__ = [
     "FORMAT_VERSION",
+    "WHOLE_BATCH",
+    "Call",
+    "Batch",
+    "Assignment",
+    "ArgsPickler",
+    "pickle_args",
     "dump",
     "load",
     "read_header",
@@ -54,6 +68,10 @@ _LEN = struct.Struct(">I")
 PYTHON_MINOR = "%d.%d" % sys.version_info[:2]
 CLOUDPICKLE_VERSION: str = cloudpickle.__version__
 PROTOCOL = 5
+
+# A result record with this id stands for every call of the batch: the batch as a whole failed
+# (its payload could not be read), so the client fails all of its futures with that error.
+WHOLE_BATCH = -1
 
 
 def _header(kind: str) -> bytes:
@@ -74,6 +92,16 @@ def dump(kind: str, body: bytes) -> bytes:
     """Frame an already pickled ``body`` with a header of ``kind``."""
     header = _header(kind)
     return b"".join((MAGIC, _LEN.pack(len(header)), header, body))
+
+
+def _dump_plain(kind: str, obj: Any) -> bytes:
+    """:func:`dump` of ``obj`` pickled with the stdlib pickle straight behind its header, so a
+    large body is copied once, not once more to join it to the header."""
+    header = _header(kind)
+    buffer = io.BytesIO()
+    buffer.write(b"".join((MAGIC, _LEN.pack(len(header)), header)))
+    pickle.Pickler(buffer, PROTOCOL).dump(obj)
+    return buffer.getvalue()
 
 
 def read_header(data: bytes) -> tuple[dict[str, Any], memoryview]:
@@ -302,30 +330,119 @@ def pickle_function(fn: Any) -> bytes:
         ) from exc
 
 
-Call = tuple[int, int, tuple[Any, ...], dict[str, Any]]  # (item id, function index, args, kwargs)
+class ArgsPickler:
+    """cloudpickles calls' arguments one call at a time, each readable on its own.
+
+    One pickler serves a whole batch: building a pickler costs more than pickling a few small
+    arguments, and functions sharing globals share them as in one pickle.  Not thread-safe.
+    """
+
+    def __init__(self) -> None:
+        self._renew()
+
+    def _renew(self) -> None:
+        # Also after a failure: a pickler stopped midway may hold a half-written frame.
+        self._buffer = io.BytesIO()
+        self._pickler = cloudpickle.CloudPickler(self._buffer, PROTOCOL)
+
+    def dumps(self, item_id: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+        """Pickle one call's arguments; a failure names the argument that cannot travel."""
+        self._buffer.seek(0)
+        self._buffer.truncate()
+        self._pickler.clear_memo()
+        try:
+            self._pickler.dump((args, kwargs))
+        except Exception as exc:
+            self._renew()
+            raise _args_error(item_id, args, kwargs, exc) from exc
+        return self._buffer.getvalue()
 
 
-def pickle_batch(batch_id: str, digests: list[str], calls: list[Call]) -> bytes:
-    """cloudpickle a batch body in one go (objects shared by calls travel once)."""
-    return cloudpickle.dumps((batch_id, digests, calls), PROTOCOL)
+def pickle_args(item_id: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    """cloudpickle one call's arguments (see :class:`ArgsPickler`)."""
+    return ArgsPickler().dumps(item_id, args, kwargs)
 
 
-def pickle_call(item_id: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
-    """cloudpickle one call's arguments; a failure names the argument that cannot travel."""
-    try:
-        return cloudpickle.dumps((args, kwargs), PROTOCOL)
-    except Exception as exc:
-        culprit = "its arguments"
-        named = [(f"args[{i}]", a) for i, a in enumerate(args)]
-        named += [(f"kwargs[{k!r}]", v) for k, v in kwargs.items()]
-        for label, value in named:
-            try:
-                cloudpickle.dumps(value, PROTOCOL)
-            except Exception:
-                culprit = f"{label} (a {_qualname(value)})"
-                break
-        raise SerializationError(
-            f"call {item_id} could not be sent: {culprit} could not be pickled: "
-            f"{type(exc).__name__}: {exc}. Pass data instead (a path or a URL instead of an open "
-            "file, the settings instead of a client)."
-        ) from exc
+def _args_error(
+    item_id: int, args: tuple[Any, ...], kwargs: dict[str, Any], exc: Exception
+) -> SerializationError:
+    culprit = "its arguments"
+    named = [(f"args[{i}]", a) for i, a in enumerate(args)]
+    named += [(f"kwargs[{k!r}]", v) for k, v in kwargs.items()]
+    for label, value in named:
+        try:
+            cloudpickle.dumps(value, PROTOCOL)
+        except Exception:
+            culprit = f"{label} (a {_qualname(value)})"
+            break
+    return SerializationError(
+        f"call {item_id} could not be sent: {culprit} could not be pickled: "
+        f"{type(exc).__name__}: {exc}. Pass data instead (a path or a URL instead of an open "
+        "file, the settings instead of a client)."
+    )
+
+
+# -- the records that travel to workers ----------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Call:
+    """One call as it travels: its id, the index of its function in the batch, its arguments.
+
+    ``args`` is the cloudpickled ``(args, kwargs)`` (:class:`ArgsPickler`).
+    """
+
+    item_id: int
+    fn_index: int
+    args: bytes
+
+    def arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
+        """Unpickle ``(args, kwargs)`` (on the worker)."""
+        args, kwargs = pickle.loads(self.args)
+        return args, kwargs
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+    """The calls of one batch and the digests of the functions they call."""
+
+    batch_id: str
+    digests: tuple[str, ...]
+    calls: tuple[Call, ...]
+
+    def encode(self) -> bytes:
+        """The framed object stored under ``batches/<batch id>``."""
+        calls = [(c.item_id, c.fn_index, c.args) for c in self.calls]
+        return _dump_plain("batch", (self.batch_id, list(self.digests), calls))
+
+    @classmethod
+    def decode(cls, data: bytes) -> Batch:
+        """Check the header of ``data`` and read the batch (call arguments stay pickled)."""
+        batch_id, digests, calls = load(data, "batch")
+        return cls(batch_id, tuple(digests), tuple(Call(i, f, a) for i, f, a in calls))
+
+
+@dataclasses.dataclass(frozen=True)
+class Assignment:
+    """A worker's next order: run ``attempt`` of a batch without the calls in ``skip``, or stop.
+
+    JSON on the wire (``{"batch": id, "attempt": n, "skip": [...]}`` or ``{"stop": true}``).
+    """
+
+    batch_id: str = ""
+    attempt: int = 0
+    skip: frozenset[int] = frozenset()
+    stop: bool = False
+
+    def encode(self) -> bytes:
+        if self.stop:
+            return b'{"stop": true}'
+        return json.dumps({"batch": self.batch_id, "attempt": self.attempt,
+                           "skip": sorted(self.skip)}).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Assignment:
+        order = json.loads(data)
+        if order.get("stop"):
+            return cls(stop=True)
+        return cls(order["batch"], int(order["attempt"]), frozenset(order.get("skip", ())))

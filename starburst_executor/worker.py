@@ -7,13 +7,12 @@ It reads only keys and settings from its environment (see ``_keys``), then loops
       run each call, writing results in parts as they finish (every flush_interval)
       seq += 1
 
-so a warm worker takes the next batch without a new cold start.  It imports payload, storage
-and errors, never the executor.
+so a warm worker takes the next batch without a new cold start.  It imports payload, storage,
+errors and _keys, never the engine or the executor.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import random
@@ -28,10 +27,6 @@ from .errors import ObjectNotFound, PayloadVersionError, SerializationError, Sta
 from .storage import ObjectStore, open_store
 
 __all__ = ["Worker", "main"]
-
-# A result record with this id stands for every call of the batch: the batch as a whole failed
-# (its payload could not be read), so the client fails all of its futures with that error.
-WHOLE_BATCH = -1
 
 
 def _log(message: str) -> None:
@@ -69,21 +64,19 @@ class Worker:
             if assignment is None:
                 _log(f"{self.worker_id}: idle for {self.idle_timeout:g}s, exiting")
                 return 0
-            if assignment.get("stop"):
+            if assignment.stop:
                 _log(f"{self.worker_id}: stop order received, exiting")
                 return 0
-            self._run_batch(assignment["batch"], int(assignment["attempt"]),
-                            frozenset(assignment.get("skip", ())))
+            self._run_batch(assignment)
             seq += 1
 
-    def _next_assignment(self, seq: int) -> dict[str, Any] | None:
+    def _next_assignment(self, seq: int) -> payload.Assignment | None:
         key = _keys.assign_key(self.worker_id, seq)
         deadline = time.monotonic() + self.idle_timeout
         delay = self.poll_min  # every poll of a remote store is a billed request
         while True:
             try:
-                result: dict[str, Any] = json.loads(self.store.get(key))
-                return result
+                return payload.Assignment.decode(self.store.get(key))
             except ObjectNotFound:
                 pass
             left = deadline - time.monotonic()
@@ -99,11 +92,12 @@ class Worker:
             self._functions[digest] = fn
         return fn
 
-    def _run_batch(self, batch_id: str, attempt: int, skip: frozenset[int]) -> None:
+    def _run_batch(self, assignment: payload.Assignment) -> None:
+        batch_id, attempt = assignment.batch_id, assignment.attempt
         writer = _PartWriter(self, batch_id, attempt)
         try:
-            _, digests, calls = payload.load(self.store.get(_keys.batch_key(batch_id)), "batch")
-            functions = [self._load_function(d) for d in digests]
+            batch = payload.Batch.decode(self.store.get(_keys.batch_key(batch_id)))
+            functions = [self._load_function(d) for d in batch.digests]
         except Exception as exc:
             error: Exception = exc
             if not isinstance(exc, PayloadVersionError):
@@ -114,22 +108,32 @@ class Worker:
                 )
             # The whole batch fails with this error; no retry would read it any better.
             _log(f"{self.worker_id}: refusing batch {batch_id}: {error}")
-            writer.add(payload.encode_exception(WHOLE_BATCH, error, 0.0, 0.0, ""))
+            writer.add(payload.encode_exception(payload.WHOLE_BATCH, error, 0.0, 0.0, ""))
             writer.flush(final=True)
             return
-        _log(f"{self.worker_id}: batch {batch_id} attempt {attempt}: {len(calls)} calls")
+        _log(f"{self.worker_id}: batch {batch_id} attempt {attempt}: {len(batch.calls)} calls")
         writer.last_flush = time.monotonic()  # fetching is not running: no part is due yet
-        for item_id, fn_index, args, kwargs in calls:
-            if item_id in skip:
-                continue
-            started = time.time()
-            try:
-                value = functions[fn_index](*args, **kwargs)
-            except BaseException as exc:  # like the stdlib pool: SystemExit travels back too
-                writer.add(payload.encode_exception(item_id, exc, started, time.time()))
-            else:
-                writer.add(payload.encode_value(item_id, value, started, time.time()))
+        for call in batch.calls:
+            if call.item_id not in assignment.skip:
+                writer.add(self._run_call(call, functions[call.fn_index]))
         writer.flush(final=True)
+
+    def _run_call(self, call: payload.Call, fn: Callable[..., Any]) -> payload.ResultRecord:
+        started = time.time()
+        try:
+            args, kwargs = call.arguments()
+        except Exception as exc:  # fails this call only: the others' arguments are fine
+            error = SerializationError(
+                f"the arguments of call {call.item_id} could not be unpickled on worker "
+                f"{self.worker_id}: {type(exc).__name__}: {exc}. If a module is missing, "
+                "install it where the client runs and rebuild the worker image "
+                "(`starburst build`).")
+            return payload.encode_exception(call.item_id, error, started, time.time(), "")
+        try:
+            value = fn(*args, **kwargs)
+        except BaseException as exc:  # like the stdlib pool: SystemExit travels back too
+            return payload.encode_exception(call.item_id, exc, started, time.time())
+        return payload.encode_value(call.item_id, value, started, time.time())
 
 
 class _PartWriter:

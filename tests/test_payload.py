@@ -113,11 +113,11 @@ def test_result_that_cannot_be_unpickled_names_its_type() -> None:
     assert "some.module.Thing" in str(error)
 
 
-def test_pickle_call_names_the_unpicklable_argument() -> None:
+def test_pickle_args_names_the_unpicklable_argument() -> None:
     with pytest.raises(SerializationError, match=r"kwargs\['lock'\] \(a _thread.lock\)"):
-        payload.pickle_call(9, (1, 2), {"lock": threading.Lock()})
+        payload.pickle_args(9, (1, 2), {"lock": threading.Lock()})
     with pytest.raises(SerializationError, match=r"args\[1\]"):
-        payload.pickle_call(9, (1, threading.Lock()), {})
+        payload.pickle_args(9, (1, threading.Lock()), {})
 
 
 def test_pickle_function_names_the_function() -> None:
@@ -135,3 +135,29 @@ def test_function_digest_is_content_hash() -> None:
     assert payload.function_digest(a) == payload.function_digest(bytes(a))
     assert payload.function_digest(a) != payload.function_digest(
         payload.pickle_function(lambda x: x + 2))
+
+
+def test_assignment_round_trip() -> None:
+    order = payload.Assignment("b000000007", 3, frozenset({4, 1}))
+    assert json.loads(order.encode()) == {"batch": "b000000007", "attempt": 3, "skip": [1, 4]}
+    assert payload.Assignment.decode(order.encode()) == order
+    assert payload.Assignment.decode(b'{"batch": "b1", "attempt": 1}').skip == frozenset()
+    stop = payload.Assignment(stop=True)
+    assert payload.Assignment.decode(stop.encode()) == stop
+
+
+def test_batch_round_trip_keeps_each_calls_arguments_apart() -> None:
+    pickler = payload.ArgsPickler()
+    shared = [1, 2, 3]
+    calls = tuple(payload.Call(i, 0, pickler.dumps(i, (shared,), {"k": i})) for i in range(3))
+    batch = payload.Batch("b1", ("digest",), calls)
+    decoded = payload.Batch.decode(batch.encode())
+    assert decoded == batch
+    assert [c.arguments() for c in decoded.calls] == [(([1, 2, 3],), {"k": i}) for i in range(3)]
+
+
+def test_args_pickler_recovers_after_a_failure() -> None:
+    pickler = payload.ArgsPickler()
+    with pytest.raises(SerializationError):
+        pickler.dumps(0, (threading.Lock(),), {})
+    assert pickle.loads(pickler.dumps(1, (5,), {})) == ((5,), {})

@@ -16,7 +16,10 @@ from starburst_executor import _keys, payload
 from starburst_executor.errors import PayloadVersionError, SerializationError
 from starburst_executor.storage.local import LocalStore
 from starburst_executor.storage.memory import MemoryStore
-from starburst_executor.worker import WHOLE_BATCH, Worker
+from starburst_executor.worker import Worker
+
+from .contracts._wire import assign as _assign
+from .contracts._wire import put_batch as _put_batch
 
 _names = itertools.count()
 
@@ -24,20 +27,6 @@ _names = itertools.count()
 @pytest.fixture
 def store() -> MemoryStore:
     return MemoryStore(f"worker-test-{next(_names)}")
-
-
-def _put_batch(store: Any, batch_id: str, fn: Any, calls: list[tuple[int, tuple[Any, ...]]]
-               ) -> None:
-    pickled = payload.pickle_function(fn)
-    digest = payload.function_digest(pickled)
-    store.put(_keys.function_key(digest), payload.dump("function", pickled))
-    body = payload.pickle_batch(batch_id, [digest], [(i, 0, args, {}) for i, args in calls])
-    store.put(_keys.batch_key(batch_id), payload.dump("batch", body))
-
-
-def _assign(store: Any, worker: str, seq: int, batch_id: str, skip: list[int] = []) -> None:
-    store.put(_keys.assign_key(worker, seq),
-              json.dumps({"batch": batch_id, "attempt": 1, "skip": skip}).encode())
 
 
 def _results(store: Any) -> dict[int, tuple[bool, Any]]:
@@ -68,7 +57,7 @@ def test_skip_list_is_honoured(store: MemoryStore) -> None:
 
 
 def test_stop_order(store: MemoryStore) -> None:
-    store.put(_keys.assign_key("w1", 0), b'{"stop": true}')
+    store.put(_keys.assign_key("w1", 0), payload.Assignment(stop=True).encode())
     started = time.monotonic()
     assert Worker(store, "w1", idle_timeout=30).run() == 0
     assert time.monotonic() - started < 5
@@ -108,7 +97,7 @@ def test_refuses_payload_from_another_python(store: MemoryStore) -> None:
               payload.MAGIC + struct.pack(">I", len(header)) + header + pickle.dumps(None))
     _assign(store, "w1", 0, "b1")
     Worker(store, "w1", idle_timeout=0.1).run()
-    ok, error = _results(store)[WHOLE_BATCH]
+    ok, error = _results(store)[payload.WHOLE_BATCH]
     assert isinstance(error, PayloadVersionError)
     assert "Python 3.99" in str(error) and "starburst build" in str(error)
 
@@ -117,7 +106,7 @@ def test_batch_that_cannot_be_unpickled_fails_as_a_whole(store: MemoryStore) -> 
     store.put(_keys.batch_key("b1"), payload.dump("batch", b"\x80\x05garbage"))
     _assign(store, "w1", 0, "b1")
     Worker(store, "w1", idle_timeout=0.1).run()
-    ok, error = _results(store)[WHOLE_BATCH]
+    ok, error = _results(store)[payload.WHOLE_BATCH]
     assert isinstance(error, SerializationError)
     assert "could not be unpickled on worker w1" in str(error)
 
@@ -141,3 +130,18 @@ def test_main_as_subprocess_runs_a_batch(tmp_path: Any) -> None:
     assert proc.returncode == 0, proc.stderr
     assert _results(store) == {0: (True, 1024)}
     assert "batch b1 attempt 1: 1 calls" in proc.stderr
+
+
+def test_arguments_that_cannot_be_unpickled_fail_their_call_only(store: MemoryStore) -> None:
+    _put_batch(store, "b1", lambda x: x, [(0, (1,)), (2, (3,))])
+    batch = payload.Batch.decode(store.get(_keys.batch_key("b1")))
+    broken = payload.Call(1, 0, b"\x80\x05garbage")
+    calls = (batch.calls[0], broken, batch.calls[1])
+    store.put(_keys.batch_key("b1"), payload.Batch("b1", batch.digests, calls).encode())
+    _assign(store, "w1", 0, "b1")
+    Worker(store, "w1", idle_timeout=0.1).run()
+    results = _results(store)
+    assert results[0] == (True, 1) and results[2] == (True, 3)
+    ok, error = results[1]
+    assert not ok and isinstance(error, SerializationError)
+    assert "arguments of call 1 could not be unpickled on worker w1" in str(error)

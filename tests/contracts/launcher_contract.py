@@ -5,7 +5,6 @@ fixture) and ``store`` (an empty ObjectStore whose ``url`` that launcher's worke
 from __future__ import annotations
 
 import itertools
-import json
 import time
 from collections.abc import Sequence
 
@@ -19,6 +18,8 @@ from starburst_executor.launch.base import (
     WorkerSpec,
 )
 from starburst_executor.storage import ObjectStore
+
+from ._wire import assign, put_batch
 
 _ids = itertools.count()
 
@@ -70,14 +71,9 @@ class LauncherContract:
         assert "idle" in launcher.log_tail(handle)
 
     def test_worker_runs_a_batch(self, launcher: Launcher, store: ObjectStore) -> None:
-        pickled = payload.pickle_function(pow)
-        digest = payload.function_digest(pickled)
-        store.put(_keys.function_key(digest), payload.dump("function", pickled))
-        store.put(_keys.batch_key("b1"), payload.dump(
-            "batch", payload.pickle_batch("b1", [digest], [(0, 0, (3, 4), {})])))
+        put_batch(store, "b1", pow, [(0, (3, 4))])
         spec = _spec(store, idle=0.3)
-        store.put(_keys.assign_key(spec.worker_id, 0),
-                  json.dumps({"batch": "b1", "attempt": 1}).encode())
+        assign(store, spec.worker_id, 0, "b1")
         handle = _launch_one(launcher, spec)
         _wait_stopped(launcher, [handle], self.startup_seconds + 30)
         # Results may come in several parts, as the worker flushes them.

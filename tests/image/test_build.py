@@ -3,7 +3,6 @@ standing in for ECR (credentials from moto's ECR token).  Skipped without a daem
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ from starburst_executor.storage.local import LocalStore
 from starburst_executor.testing import MotoServer
 
 from ..aws_fixtures import aws, moto_server, unique  # noqa: F401
+from ..contracts._wire import assign, put_batch
 from ..contracts.launcher_contract import _spec, _wait_stopped
 from ..docker_fixtures import (  # noqa: F401
     base_image,
@@ -120,13 +120,9 @@ def test_a_worker_of_another_python_minor_refuses_the_payload(
                              base_image=other_minor_base_image, push=False, check_python=False,
                              client=docker_client, **quiet)
     store = LocalStore(tmp_path / "session")
-    pickled = payload.pickle_function(pow)
-    digest = payload.function_digest(pickled)
-    store.put(_keys.function_key(digest), payload.dump("function", pickled))
-    store.put(_keys.batch_key("b1"), payload.dump(
-        "batch", payload.pickle_batch("b1", [digest], [(0, 0, (2, 5), {})])))
+    put_batch(store, "b1", pow, [(0, (2, 5))])
     spec = _spec(store, idle=0.5)
-    store.put(_keys.assign_key(spec.worker_id, 0), json.dumps({"batch": "b1", "attempt": 1}).encode())
+    assign(store, spec.worker_id, 0, "b1")
     launcher = DockerLauncher(mismatched.uri, session_id=unique("mm"), client=docker_client)
     try:
         (handle,) = launcher.launch([spec])

@@ -3,7 +3,6 @@ only a container shows (memory limit and OOM kill, exit codes, labels, a missing
 
 from __future__ import annotations
 
-import json
 import operator
 import uuid
 from collections.abc import Iterator
@@ -12,12 +11,13 @@ from typing import Any
 
 import pytest
 
-from starburst_executor import _keys, payload
+from starburst_executor import _keys
 from starburst_executor.config import load_config
 from starburst_executor.launch.base import LaunchFailure, TaskHandle, TaskPhase, WorkerSpec
 from starburst_executor.launch.docker import LABEL_SESSION, DockerLauncher
 from starburst_executor.storage.local import LocalStore
 
+from ..contracts._wire import assign, put_batch
 from ..contracts.launcher_contract import LauncherContract, _spec, _wait_stopped
 from ..aws_fixtures import aws, moto_server  # noqa: F401
 from ..docker_fixtures import base_image, docker_client, worker_image  # noqa: F401
@@ -76,15 +76,10 @@ class TestDockerLauncher(LauncherContract):
             worker_image, session_id=_session(), memory=64, client=docker_client
         )
         try:
-            pickled = payload.pickle_function(operator.mul)
-            digest = payload.function_digest(pickled)
-            store.put(_keys.function_key(digest), payload.dump("function", pickled))
-            calls = [(0, 0, (b"x", 256 * 2**20), {})]  # 256 MiB in a 64 MiB container
-            store.put(_keys.batch_key("big"), payload.dump(
-                "batch", payload.pickle_batch("big", [digest], calls)))
+            # 256 MiB in a 64 MiB container
+            put_batch(store, "big", operator.mul, [(0, (b"x", 256 * 2**20))])
             spec = _spec(store, idle=30)
-            store.put(_keys.assign_key(spec.worker_id, 0),
-                      json.dumps({"batch": "big", "attempt": 1}).encode())
+            assign(store, spec.worker_id, 0, "big")
             (handle,) = launcher.launch([spec])
             assert isinstance(handle, TaskHandle)
             (state,) = _wait_stopped(launcher, [handle], 60)

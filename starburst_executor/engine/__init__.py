@@ -1,0 +1,13 @@
+"""The engine: the manager thread in its parts.
+
+``loop`` (the thread and its named steps), ``batches`` (form, pickle once, upload),
+``results`` (read the result parts), ``workers`` (launch, assign, watch, stop), ``ledger``
+(billed spans, max_cost, usage) and ``intake`` (what the executor hands over).  It sees the
+store and the launcher only through their protocols.
+"""
+
+from .intake import Intake, WorkItem
+from .ledger import Ledger, Usage
+from .loop import Manager, Settings
+
+__all__ = ["Intake", "Ledger", "Manager", "Settings", "Usage", "WorkItem"]

@@ -1,0 +1,201 @@
+"""Batches: cut pending calls into batches, pickle each call's arguments once, upload them.
+
+A call's arguments are pickled once, on their own (``payload.ArgsPickler``), when the call is
+taken for a batch; their size decides where the batch is cut (``planner.split_by_bytes``), and
+calls cut off wait in ``carry`` with their pickle for the next batch.  A function is uploaded
+once per content hash; a batch is one object.  Once its object is written, nothing of a batch
+but its futures stays in client memory.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .. import _keys, payload
+from .._future import StarburstFuture
+from ..errors import SerializationError
+from ..planner import BatchPolicy, next_batch_size, split_by_bytes
+from ..storage import ObjectStore
+from .intake import Intake, WorkItem
+
+if TYPE_CHECKING:
+    from .workers import Worker
+
+__all__ = ["Batch", "Batcher"]
+
+# A batch lost for a reason that is not its fault (Spot interruption, a worker that exited
+# idle just as work was assigned to it) is retried without using up a retry, this many times.
+_FREE_RETRIES = 5
+
+
+@dataclasses.dataclass(eq=False)
+class Batch:
+    """A batch the client knows of: uploaded, then assigned, retried or done."""
+
+    batch_id: str
+    futures: dict[int, StarburstFuture[Any]]  # the unresolved ones
+    done_ids: set[int] = dataclasses.field(default_factory=set)
+    attempt: int = 0
+    failures: int = 0  # attempts lost that count against max_retries
+    free_retries: int = 0
+    worker: Worker | None = None
+    assigned_at: float = 0.0
+
+    def count_loss(self, blameless: bool) -> None:
+        """Count a lost attempt: against ``max_retries``, unless blameless and free ones remain."""
+        if blameless and self.free_retries < _FREE_RETRIES:
+            self.free_retries += 1
+        else:
+            self.failures += 1
+
+
+class Batcher:
+    """Forms and uploads new batches from the intake (the manager thread's only)."""
+
+    def __init__(self, intake: Intake, store: ObjectStore, policy: BatchPolicy) -> None:
+        self._intake = intake
+        self._store = store
+        self._policy = policy
+        self._carry: collections.deque[WorkItem] = collections.deque()  # batched, not yet sent
+        self._uploaded: set[str] = set()
+        self._bytes_per_call: float | None = None
+        self._seconds_per_call: float | None = None
+        self._next_batch = 0
+
+    @property
+    def carried(self) -> int:
+        """Calls already running that wait for the next batch."""
+        return len(self._carry)
+
+    def observe(self, seconds: float) -> None:
+        """Learn from one call's duration how many calls make a batch worth sending."""
+        spc = self._seconds_per_call
+        self._seconds_per_call = seconds if spc is None else 0.8 * spc + 0.2 * seconds
+
+    def form(self, workers: int) -> Batch | None:
+        """Upload the next batch for ``workers`` sharing the work; ``None`` when none is left."""
+        while True:
+            items = self._take_items(workers)
+            if not items:
+                return None
+            batch = self._upload(items)
+            if batch is not None:
+                return batch
+
+    def drain(self, error: BaseException) -> None:
+        """Fail the carried calls with ``error``."""
+        for item in self._carry:
+            self._intake.settle(item.future, False, error)
+        self._carry.clear()
+
+    def _take_items(self, workers: int) -> list[WorkItem]:
+        """Move the next batch's worth of calls out of the queue and mark them running.
+
+        Calls cut off an earlier batch (``_carry``, already running) go first.
+        """
+        if self._bytes_per_call is None:
+            self._estimate_bytes()
+        with self._intake.lock:
+            pending = self._intake.pending
+            while pending and pending[0].future.cancelled():
+                pending.popleft()
+            source = self._carry or pending
+            if not source:
+                return []
+            chunksize = source[0].chunksize
+            size = next_batch_size(len(source), workers, self._policy, chunksize=chunksize,
+                                   seconds_per_call=self._seconds_per_call)
+            if self._bytes_per_call and chunksize is None:
+                fit = int(self._policy.max_batch_bytes / self._bytes_per_call)
+                size = max(1, min(size, fit))
+            items: list[WorkItem] = []
+            while source and len(items) < size and source[0].chunksize == chunksize:
+                item = source.popleft()
+                if source is self._carry or item.future.set_running_or_notify_cancel():
+                    items.append(item)
+        return items
+
+    def _estimate_bytes(self) -> None:
+        # The first call's size bounds the first batch in bytes; its pickle is kept for it.
+        with self._intake.lock:
+            pending = self._intake.pending
+            first = self._carry[0] if self._carry else pending[0] if pending else None
+        if first is None or first.pickled is not None:
+            return
+        try:
+            first.pickled = payload.pickle_args(first.item_id, first.args, first.kwargs)
+        except SerializationError:
+            return  # reported with its batch
+        self._bytes_per_call = float(len(first.pickled))
+
+    def _pickle_args(self, items: list[WorkItem]) -> list[WorkItem]:
+        """Pickle the arguments of the calls not pickled yet; fail those that cannot travel."""
+        pickler = payload.ArgsPickler()
+        kept = []
+        for item in items:
+            if item.pickled is None:
+                try:
+                    item.pickled = pickler.dumps(item.item_id, item.args, item.kwargs)
+                except SerializationError as exc:
+                    self._intake.settle(item.future, False, exc)
+                    continue
+            item.args, item.kwargs = (), {}  # the pickle is what travels now
+            kept.append(item)
+        return kept
+
+    def _upload_functions(self, items: list[WorkItem]) -> tuple[list[str], list[payload.Call]]:
+        """Upload each new function once; return the digests and the calls of those that
+        pickled (calls of a function that cannot be pickled fail)."""
+        digests: list[str] = []
+        index_of: dict[int, int | SerializationError] = {}
+        calls: list[payload.Call] = []
+        for item in items:
+            index = index_of.get(id(item.fn))
+            if index is None:
+                index = index_of[id(item.fn)] = self._upload_function(item.fn, digests)
+            if isinstance(index, SerializationError):
+                self._intake.settle(item.future, False, index)
+                continue
+            assert item.pickled is not None
+            calls.append(payload.Call(item.item_id, index, item.pickled))
+        return digests, calls
+
+    def _upload_function(self, fn: Callable[..., Any], digests: list[str]
+                         ) -> int | SerializationError:
+        try:
+            pickled = payload.pickle_function(fn)
+        except SerializationError as exc:
+            return exc
+        digest = payload.function_digest(pickled)
+        if digest not in self._uploaded:
+            self._store.put(_keys.function_key(digest), payload.dump("function", pickled))
+            self._uploaded.add(digest)
+        digests.append(digest)
+        return len(digests) - 1
+
+    def _upload(self, items: list[WorkItem]) -> Batch | None:
+        payload.register_local_modules()
+        items = self._pickle_args(items)
+        keep = split_by_bytes([len(item.pickled or b"") for item in items],
+                              self._policy.max_batch_bytes)
+        for item in reversed(items[keep:]):
+            self._carry.appendleft(item)
+        del items[keep:]
+        digests, calls = self._upload_functions(items)
+        if not calls:
+            return None
+        batch_id = f"b{self._next_batch:09d}"
+        self._next_batch += 1
+        body = payload.Batch(batch_id, tuple(digests), tuple(calls)).encode()
+        per_call = len(body) / len(calls)
+        bpc = self._bytes_per_call
+        self._bytes_per_call = per_call if bpc is None else 0.7 * bpc + 0.3 * per_call
+        self._store.put(_keys.batch_key(batch_id), body)
+        future_of = {item.item_id: item.future for item in items}
+        futures = {call.item_id: future_of[call.item_id] for call in calls}
+        for future in futures.values():
+            future.metadata.batch_id = batch_id
+        return Batch(batch_id, futures)

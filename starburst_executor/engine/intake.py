@@ -1,0 +1,65 @@
+"""The hand-off between the executor's threads and the manager thread: pending calls, under a lock.
+
+``submit`` appends :class:`WorkItem` s to :attr:`Intake.pending` and wakes the manager; the
+manager takes them out.  Nothing else is shared between the two sides.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import threading
+from collections.abc import Callable
+from concurrent.futures import InvalidStateError
+from typing import Any
+
+from .._future import StarburstFuture
+from .._progress import ProgressBar
+
+__all__ = ["Intake", "WorkItem"]
+
+
+@dataclasses.dataclass(eq=False, slots=True)
+class WorkItem:
+    """A call that stays local until it is batched: the future and what to pickle.
+
+    ``pickled`` holds the arguments once pickled (see ``engine.batches``), so a call that is
+    moved to a later batch is not pickled again.
+    """
+
+    item_id: int
+    future: StarburstFuture[Any]
+    fn: Callable[..., Any]
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    chunksize: int | None = None
+    pickled: bytes | None = None
+
+
+class Intake:
+    """State shared by the executor (any thread) and its manager, guarded by ``lock``."""
+
+    def __init__(self, progress: ProgressBar | None) -> None:
+        self.lock = threading.Lock()
+        self.wakeup = threading.Event()
+        self.pending: collections.deque[WorkItem] = collections.deque()
+        self.shutdown = False
+        self.terminate_reason: str | None = None
+        self.broken: str | None = None
+        self.next_id = 0
+        self.progress = progress
+
+    def wake(self) -> None:
+        self.wakeup.set()
+
+    def settle(self, future: StarburstFuture[Any], ok: bool, value: Any) -> None:
+        """Set a future's result (``ok``) or exception, once, and count it done."""
+        try:
+            if ok:
+                future.set_result(value)
+            else:
+                future.set_exception(value)
+        except InvalidStateError:
+            pass
+        if self.progress is not None:
+            self.progress.done()

@@ -1,0 +1,392 @@
+"""The manager thread: the one owner of every hand-off between the client and the workers.
+
+::
+
+    submit()/map() --lock--> Intake.pending --wake--> [manager thread, one per executor]
+                                                          |  each turn, woken or after a poll
+                                                          |  interval (backoff while idle):
+      _collect:   one LIST of results/ --> GET each new part (ResultReader) --> resolve futures,
+                  free the worker
+      _watch:     launcher.poll (workers with a batch) --> one stopped with its batch unfinished:
+                  retry the batch (up to max_retries) or fail its futures with WorkerLost;
+                  one past start_timeout or task_timeout: stop it
+      _dispatch:  a live worker without a batch --> _next_batch --> assign/<worker>/<seq>
+                  work left and room --> launch new workers, THEN _next_batch and assign each
+                  (a worker boots while its batch is pickled and uploaded; it polls assign/)
+      _next_batch: a batch to retry, or Batcher: pending calls --planner--> calls, each one's
+                   arguments pickled once --> functions/<sha256> (once per hash), batches/<id>
+      _guard_cost, _heartbeat: stop every worker at max_cost; refresh session.json
+
+``submit`` and ``shutdown`` only change :class:`~.intake.Intake` under its lock and wake this
+thread.  Futures never leave the client; only keys travel to workers.  The parts:
+``batches`` (form, pickle, upload), ``workers`` (launch, assign, watch, stop), ``ledger``
+(billed spans, max_cost, usage).
+
+Where cancelling stops: a call can be cancelled while it waits in ``Intake.pending``.  Once the
+manager takes it for a batch (which is then uploaded and assigned), its future is RUNNING and
+``cancel()`` returns False; a later ``shutdown(cancel_futures=True)`` lets it finish.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import json
+import random
+import threading
+import time
+import weakref
+from concurrent.futures import CancelledError
+from typing import Any
+
+from .. import _keys, payload
+from ..config import Config
+from ..errors import ExecutorBroken, SerializationError, StarburstError
+from ..launch.base import Launcher, TaskState
+from ..planner import BatchPolicy
+from ..storage import ObjectStore
+from .batches import Batch, Batcher
+from .intake import Intake
+from .ledger import Ledger, Usage
+from .results import ResultReader
+from .workers import Worker, Workers
+
+__all__ = ["Manager", "Settings"]
+
+_HEARTBEAT_SECONDS = 60.0
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What the manager thread is told once: whose session, how many workers, which limits.
+
+    ``config`` gives the timeouts, ``max_retries`` and what ``session.json`` records.
+    ``delete_session``: remove the session's objects at the end (a private temporary store).
+    """
+
+    session_id: str
+    max_workers: int
+    policy: BatchPolicy
+    config: Config
+    delete_session: bool = False
+
+
+class Manager(threading.Thread):
+    """Runs the pipeline for one executor; see the module docstring."""
+
+    def __init__(self, executor: object, intake: Intake, store: ObjectStore,
+                 launcher: Launcher, ledger: Ledger, settings: Settings) -> None:
+        super().__init__(name=f"starburst-manager-{settings.session_id}", daemon=True)
+        # A weak reference, so an executor dropped without shutdown() is noticed (and so this
+        # thread does not keep it alive); the callback wakes the loop to finish up.
+        self._executor_ref = weakref.ref(executor, lambda _: intake.wake())
+        self._intake = intake
+        self._store = store
+        self._launcher = launcher
+        self._ledger = ledger
+        self._settings = settings
+        self._config = settings.config
+        self._batcher = Batcher(intake, store, settings.policy)
+        self._workers = Workers(store, launcher, settings.config, settings.max_workers, ledger)
+        self._inflight: dict[str, Batch] = {}
+        self._retry: collections.deque[Batch] = collections.deque()
+        self._results = ResultReader(store)
+        self._session = _SessionRecord(store, settings)
+
+    def usage(self, calls: int) -> Usage:
+        """What this executor did so far (from any thread)."""
+        return self._ledger.usage(calls, self._store.stats, self._launcher.stats)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> None:
+        try:
+            self._loop()
+        except BaseException as exc:  # a bug or a store that stopped answering
+            self._break(exc)
+        finally:
+            self._close()
+
+    def _loop(self) -> None:
+        poll_min, poll_max = self._workers.poll_min, self._workers.poll_max
+        delay = poll_min
+        while True:
+            busy = bool(self._inflight or self._has_work())
+            # Nothing in flight: sleep until a submit or shutdown wakes us (no polling cost).
+            self._intake.wakeup.wait(delay if busy else _HEARTBEAT_SECONDS)
+            self._intake.wakeup.clear()
+            if self._intake.terminate_reason is not None:
+                self._terminate(self._intake.terminate_reason)
+                return
+            progress = self._collect()
+            progress |= self._watch()
+            progress |= self._dispatch()
+            self._guard_cost()
+            if len(self._workers):
+                self._session.heartbeat()
+            if self._finished():
+                return
+            if progress:
+                delay = poll_min
+            else:
+                delay = min(delay * 1.6, poll_max) * random.uniform(0.9, 1.1)
+
+    def _has_work(self) -> bool:
+        return bool(self._retry or self._batcher.carried or self._intake.pending)
+
+    def _finished(self) -> bool:
+        if self._inflight or self._retry or self._batcher.carried:
+            return False
+        with self._intake.lock:
+            if self._intake.pending:
+                return False
+            return self._intake.shutdown or self._executor_ref() is None
+
+    # -- results ----------------------------------------------------------------------------
+
+    def _collect(self) -> bool:
+        if not self._inflight:
+            return False
+        fresh = self._results.look(min(self._inflight))
+        for key in fresh:
+            batch = self._inflight.get(_keys.parse_result_key(key)[0])
+            if batch is None:
+                continue
+            part = self._results.read(key)
+            if isinstance(part, SerializationError):
+                self._fail_batch(batch, part)
+            else:
+                self._apply(batch, part)
+        return bool(fresh)
+
+    def _apply(self, batch: Batch, part: payload.ResultPart) -> None:
+        worker = self._workers.get(part.worker_id)
+        if worker is not None:
+            worker.warm = True
+        for record in part.records:
+            if record.item_id == payload.WHOLE_BATCH:
+                _, error = payload.decode_result(record)
+                for item_id in list(batch.futures):
+                    self._resolve(batch, item_id, False, error, part, None)
+                continue
+            if record.item_id not in batch.futures:
+                continue  # already resolved by an earlier attempt
+            ok, value = payload.decode_result(record)
+            self._resolve(batch, record.item_id, ok, value, part, record)
+            self._batcher.observe(max(0.0, record.finished - record.started))
+        if not batch.futures:
+            self._complete(batch)
+        elif part.final and part.attempt == batch.attempt and batch.worker is not None:
+            # The worker says it finished, yet calls are missing: treat the attempt as lost.
+            self._batch_lost(batch, batch.worker, None, "finished without all its results")
+
+    def _resolve(self, batch: Batch, item_id: int, ok: bool, value: Any,
+                 part: payload.ResultPart, record: payload.ResultRecord | None) -> None:
+        future = batch.futures.pop(item_id)
+        batch.done_ids.add(item_id)
+        meta = future.metadata
+        meta.worker_id = part.worker_id
+        meta.attempts = batch.attempt
+        if record is not None:
+            meta.started_at, meta.finished_at = record.started, record.finished
+        self._intake.settle(future, ok, value)
+
+    def _complete(self, batch: Batch) -> None:
+        self._inflight.pop(batch.batch_id, None)
+        worker = batch.worker
+        if worker is not None and worker.batch is batch:
+            worker.batch = None
+            worker.idle_since = time.monotonic()
+
+    def _fail_batch(self, batch: Batch, error: BaseException) -> None:
+        for future in batch.futures.values():
+            self._intake.settle(future, False, error)
+        batch.futures.clear()
+        self._complete(batch)
+
+    # -- lost workers -----------------------------------------------------------------------
+
+    def _watch(self) -> bool:
+        stopped = self._workers.watch()
+        if not stopped:
+            return False
+        self._collect()  # a worker may have written its last results just before it stopped
+        for worker, state in stopped:
+            self._workers.gone(worker, state)
+            if worker.batch is not None:
+                self._batch_lost(worker.batch, worker, state, None)
+        return True
+
+    def _batch_lost(
+        self, batch: Batch, worker: Worker, state: TaskState | None, why: str | None
+    ) -> None:
+        if worker.batch is batch:
+            worker.batch = None
+        if not batch.futures:
+            self._complete(batch)
+            return
+        # Not the batch's fault: the platform took the worker away, or the worker exited idle
+        # (exit code 0) before it read this assignment.
+        batch.count_loss(state is not None and worker.stop_reason is None and (
+            state.interrupted or state.exit_code == 0))
+        if batch.failures > self._config.max_retries:
+            self._fail_batch(batch, self._workers.lost_error(batch, worker, state, why))
+            return
+        self._ledger.retries += 1
+        batch.worker = None
+        self._inflight.pop(batch.batch_id, None)
+        self._retry.append(batch)
+
+    # -- dispatch ---------------------------------------------------------------------------
+
+    def _dispatch(self) -> bool:
+        if not self._has_work():
+            return False
+        live = self._workers.live()
+        progress = self._fill(self._workers.usable(live))
+        if self._has_work() and self._workers.may_launch():
+            progress |= self._launch_workers(len(live))
+        return progress
+
+    def _fill(self, workers: list[Worker]) -> bool:
+        # One batch per worker at a time.  A second one assigned ahead would save a poll
+        # interval between batches, but it would be pinned to that worker: it would wait
+        # behind a long call while another worker sits idle.
+        progress = False
+        for worker in workers:
+            if worker.batch is not None:
+                continue
+            if not self._assign_next(worker):
+                break
+            progress = True
+        return progress
+
+    def _launch_workers(self, live: int) -> bool:
+        room = self._workers.room(live)
+        with self._intake.lock:
+            waiting = len(self._intake.pending)
+        wanted = min(room, waiting + self._batcher.carried + len(self._retry))
+        wanted, too_dear = self._ledger.affordable(wanted, live > 0)
+        if too_dear is not None:
+            self._drain(too_dear, cancel_pending=False)
+        if wanted <= 0:
+            return False
+        self._session.write()
+        started, error = self._workers.launch(wanted)
+        if error is not None:
+            self._drain(error, cancel_pending=False)
+        # Launched first, assigned now: each boots while its batch is pickled and uploaded.
+        for worker in started:
+            if not self._assign_next(worker):
+                break
+        return True
+
+    def _assign_next(self, worker: Worker) -> bool:
+        """Give ``worker`` the next batch, if there is one."""
+        if self._retry:
+            batch = self._retry.popleft()
+        else:
+            formed = self._batcher.form(self._workers.share)
+            if formed is None:
+                return False
+            self._ledger.batches += 1
+            batch = formed
+        self._workers.assign(worker, batch)
+        self._inflight[batch.batch_id] = batch
+        return True
+
+    def _guard_cost(self) -> None:
+        if not self._ledger.billing:
+            return
+        _, spent = self._ledger.billed()
+        if self._intake.progress is not None and spent is not None:
+            self._intake.progress.set_info(cost=f"${spent:.2f}")
+        error = self._ledger.over_limit(spent)
+        if error is None or not len(self._workers):
+            return
+        # Running workers reached the limit: stop them rather than bill past it.
+        self._workers.stop_all(f"max_cost=${self._config.max_cost:.2f} reached")
+        self._drain(error, cancel_pending=False)
+
+    # -- endings ----------------------------------------------------------------------------
+
+    def _terminate(self, reason: str) -> None:
+        """Stop now: cancel what waits, fail what runs (workers are stopped in ``_close``)."""
+        self._drain(CancelledError(f"the executor was stopped ({reason}) before this call "
+                                   "finished"), cancel_pending=True)
+
+    def _break(self, exc: BaseException) -> None:
+        if isinstance(exc, StarburstError):
+            text = f"{type(exc).__name__}: {exc}"
+        else:
+            text = f"internal error {type(exc).__name__}: {exc} (please report it)"
+        with self._intake.lock:
+            self._intake.broken = text
+        error = ExecutorBroken(f"the executor stopped working: {text}")
+        error.__cause__ = exc
+        self._drain(error, cancel_pending=False)
+
+    def _drain(self, error: BaseException, *, cancel_pending: bool) -> None:
+        with self._intake.lock:
+            pending = list(self._intake.pending)
+            self._intake.pending.clear()
+        for item in pending:
+            if cancel_pending:
+                if item.future.cancel() and self._intake.progress is not None:
+                    self._intake.progress.done()
+            elif item.future.set_running_or_notify_cancel():
+                self._intake.settle(item.future, False, error)
+        self._batcher.drain(error)
+        for batch in list(self._inflight.values()) + list(self._retry):
+            self._fail_batch(batch, error)
+        self._retry.clear()
+
+    def _close(self) -> None:
+        try:
+            self._launcher.close()
+            self._ledger.end_all()
+        finally:
+            try:
+                if self._settings.delete_session:
+                    self._store.delete_prefix("")
+            finally:
+                self._store.close()
+                if self._intake.progress is not None:
+                    self._intake.progress.close()
+
+
+class _SessionRecord:
+    """``session.json``: who runs this session and since when (for status and cleanup)."""
+
+    def __init__(self, store: ObjectStore, settings: Settings) -> None:
+        self._store = store
+        self._settings = settings
+        self._created = time.time()
+        self._written = False
+        self._last = 0.0
+
+    def _doc(self) -> bytes:
+        config = self._settings.config
+        return json.dumps({
+            "session_id": self._settings.session_id,
+            "backend": config.backend,
+            "created": self._created,
+            "heartbeat": time.time(),
+            "python": payload.PYTHON_MINOR,
+            "max_workers": self._settings.max_workers,
+            "cpu": config.cpu,
+            "memory": config.memory,
+        }).encode()
+
+    def write(self) -> None:
+        """Write it before the first worker starts."""
+        if not self._written:
+            self._store.put(_keys.SESSION, self._doc())
+            self._written = True
+            self._last = time.monotonic()
+
+    def heartbeat(self) -> None:
+        """Refresh it now and then while workers run."""
+        if self._written and time.monotonic() - self._last > _HEARTBEAT_SECONDS:
+            self._store.put(_keys.SESSION, self._doc())
+            self._last = time.monotonic()

@@ -1,0 +1,254 @@
+"""Worker bookkeeping: launch workers (with backoff), assign them batches, notice the ones that
+stopped or hang, stop them, and say why one lost its batch.
+
+A worker is launched first and assigned after (``assign/<worker id>/<seq>``): it boots while
+its first batch is pickled and uploaded, and polls for that assignment like for any other.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import time
+
+from .. import _keys, payload
+from ..config import Config
+from ..errors import LaunchError, WorkerLost
+from ..launch.base import LaunchFailure, Launcher, TaskHandle, TaskPhase, TaskState, WorkerSpec
+from ..storage import ObjectStore
+from .batches import Batch
+from .ledger import Ledger
+
+__all__ = ["Worker", "Workers"]
+
+
+@dataclasses.dataclass(eq=False)
+class Worker:
+    """One launched worker, as the manager sees it."""
+
+    worker_id: str
+    launched_at: float
+    handle: TaskHandle | None = None
+    seq: int = 0
+    batch: Batch | None = None  # one at a time, so none waits behind a long call
+    warm: bool = False  # it has sent results, so it is running
+    idle_since: float | None = None
+    stop_reason: str | None = None
+
+
+class Workers:
+    """The workers of one executor (the manager thread's only).
+
+    Args:
+        store: where assignments are written.
+        launcher: starts, polls and stops workers.
+        config: ``start_timeout``, ``task_timeout``, ``idle_timeout`` and ``max_retries``.
+        max_workers: the most workers at once, before the launcher's own ``capacity``.
+        ledger: opens and ends each worker's billed span.
+    """
+
+    def __init__(self, store: ObjectStore, launcher: Launcher, config: Config,
+                 max_workers: int, ledger: Ledger) -> None:
+        self._store = store
+        self._launcher = launcher
+        self._config = config
+        self._max_workers = max_workers
+        self._ledger = ledger
+        self.poll_min, self.poll_max = launcher.poll_interval
+        self._flush_interval = min(2.0, max(0.1, self.poll_max / 2))
+        self._workers: dict[str, Worker] = {}
+        self._next_worker = 0
+        self._capacity: int | None = None
+        self._launch_not_before = 0.0
+        self._launch_backoff = 0.0
+        self._launch_failing_since: float | None = None
+
+    def __len__(self) -> int:
+        return len(self._workers)
+
+    def get(self, worker_id: str) -> Worker | None:
+        return self._workers.get(worker_id)
+
+    @property
+    def share(self) -> int:
+        """How many workers the remaining work is planned for."""
+        return self._capacity or self._max_workers
+
+    def live(self) -> list[Worker]:
+        """The workers not being stopped."""
+        return [w for w in self._workers.values() if w.stop_reason is None]
+
+    def usable(self, live: list[Worker]) -> list[Worker]:
+        # A worker idle for long is about to exit: give the work to a fresh worker instead.
+        now = time.monotonic()
+        limit = self._config.idle_timeout / 2
+        return [w for w in live if w.idle_since is None or now - w.idle_since <= limit]
+
+    def may_launch(self) -> bool:
+        return time.monotonic() >= self._launch_not_before
+
+    def room(self, live: int) -> int:
+        """How many more workers may run now."""
+        if self._capacity is None:
+            self._capacity = max(1, self._launcher.capacity(self._max_workers))
+        return self._capacity - live
+
+    # -- launch and assign ------------------------------------------------------------------
+
+    def launch(self, count: int) -> tuple[list[Worker], LaunchError | None]:
+        """Start ``count`` workers; return those started and an error to fail the work with,
+        if workers cannot be started at all."""
+        new = []
+        for _ in range(count):
+            new.append(Worker(f"w{self._next_worker:05d}", time.monotonic()))
+            self._next_worker += 1
+        results = self._launcher.launch([WorkerSpec(w.worker_id, self._env(w)) for w in new])
+        error = None
+        for worker, result in zip(new, results):
+            if isinstance(result, TaskHandle):
+                worker.handle = result
+                self._workers[worker.worker_id] = worker
+                self._launch_backoff = 0.0
+                self._launch_failing_since = None
+                self._ledger.open_span(worker.worker_id)
+            else:
+                error = self._launch_failed(result) or error
+        return [w for w in new if w.handle is not None], error
+
+    def _launch_failed(self, failure: LaunchFailure) -> LaunchError | None:
+        if not failure.retryable:
+            # Nothing can start a worker: fail the work waiting for one, with the reason.
+            if self._workers:
+                return None
+            return LaunchError(f"worker {failure.worker_id} could not be started: "
+                               f"{failure.reason}")
+        now = time.monotonic()
+        start_timeout = self._config.start_timeout
+        if self._launch_failing_since is None:
+            self._launch_failing_since = now
+        elif not self._workers and now - self._launch_failing_since > start_timeout:
+            # Transient or not, no worker for this long: say so rather than wait forever.
+            since, self._launch_failing_since = self._launch_failing_since, None
+            return LaunchError(f"no worker could be started for {now - since:.0f} s "
+                               f"(start_timeout={start_timeout:g}s): {failure.reason}")
+        self._launch_backoff = min(max(2 * self._launch_backoff, self.poll_max), 60.0)
+        self._launch_not_before = now + self._launch_backoff * random.uniform(0.8, 1.2)
+        return None
+
+    def _env(self, worker: Worker) -> dict[str, str]:
+        return {
+            _keys.ENV_STORE_URL: self._store.url,
+            _keys.ENV_WORKER_ID: worker.worker_id,
+            _keys.ENV_IDLE_TIMEOUT: f"{self._config.idle_timeout:g}",
+            _keys.ENV_FLUSH_INTERVAL: f"{self._flush_interval:g}",
+            _keys.ENV_POLL_MIN: f"{self.poll_min:g}",
+            _keys.ENV_POLL_MAX: f"{self.poll_max:g}",
+        }
+
+    def assign(self, worker: Worker, batch: Batch) -> None:
+        """Write the worker's next assignment: the batch's next attempt."""
+        batch.attempt += 1
+        batch.worker = worker
+        batch.assigned_at = time.monotonic()
+        order = payload.Assignment(batch.batch_id, batch.attempt, frozenset(batch.done_ids))
+        self._store.put(_keys.assign_key(worker.worker_id, worker.seq), order.encode())
+        worker.seq += 1
+        worker.batch = batch
+        worker.idle_since = None
+        for future in batch.futures.values():
+            future.metadata.attempts = batch.attempt
+            future.metadata.worker_id = worker.worker_id
+
+    # -- watch and stop ---------------------------------------------------------------------
+
+    def watch(self) -> list[tuple[Worker, TaskState]]:
+        """Poll the workers holding a batch; stop those that hang; return those that stopped."""
+        watched = [w for w in self._workers.values() if w.handle is not None and w.batch]
+        if not watched:
+            self._forget_idle()
+            return []
+        states = self._launcher.poll([w.handle for w in watched if w.handle is not None])
+        now = time.monotonic()
+        start_timeout, task_timeout = self._config.start_timeout, self._config.task_timeout
+        stopped: list[tuple[Worker, TaskState]] = []
+        for worker, state in zip(watched, states):
+            if state.phase is TaskPhase.STOPPED:
+                stopped.append((worker, state))
+            elif state.phase is TaskPhase.PENDING and not worker.warm:
+                if now - worker.launched_at > start_timeout:
+                    self.stop(worker, f"did not start within start_timeout={start_timeout:g}s")
+            elif task_timeout is not None and worker.batch is not None:
+                if now - worker.batch.assigned_at > task_timeout:
+                    self.stop(worker, f"batch {worker.batch.batch_id} ran past "
+                                      f"task_timeout={task_timeout:g}s")
+        return stopped
+
+    def _forget_idle(self) -> None:
+        # An idle worker exits by itself after idle_timeout; stop tracking it a bit later.
+        idle_timeout = self._config.idle_timeout
+        limit = idle_timeout + 5 * self.poll_max
+        now = time.monotonic()
+        for worker in list(self._workers.values()):
+            if worker.idle_since is not None and now - worker.idle_since > limit:
+                del self._workers[worker.worker_id]
+                self._ledger.end_span(worker.worker_id,
+                                      time.time() - (now - worker.idle_since) + idle_timeout)
+
+    def gone(self, worker: Worker, state: TaskState) -> None:
+        """Forget a worker that stopped."""
+        self._workers.pop(worker.worker_id, None)
+        self._ledger.end_span(worker.worker_id, state.stopped_at)
+
+    def stop(self, worker: Worker, reason: str) -> None:
+        worker.stop_reason = reason
+        if worker.handle is not None:
+            self._launcher.stop([worker.handle], reason)
+
+    def stop_all(self, reason: str) -> None:
+        """Stop every worker now and forget them."""
+        handles = [w.handle for w in self._workers.values() if w.handle is not None]
+        for worker in self._workers.values():
+            worker.stop_reason = reason
+        self._launcher.stop(handles, reason)
+        for worker_id in self._workers:
+            self._ledger.end_span(worker_id)
+        self._workers.clear()
+
+    # -- why a batch was lost ---------------------------------------------------------------
+
+    def lost_error(
+        self, batch: Batch, worker: Worker, state: TaskState | None, why: str | None
+    ) -> WorkerLost:
+        """The error for the futures of a batch lost with no retry left: what the worker did."""
+        tail = self._launcher.log_tail(worker.handle) if worker.handle is not None else ""
+        exit_code = state.exit_code if state else None
+        details = [why or "it stopped before finishing its batch"]
+        if worker.stop_reason:
+            details.append(f"stopped by the executor: {worker.stop_reason}")
+        if state is not None:
+            details.append(f"exit code {exit_code}")
+            if state.stop_code:
+                details.append(f"stop code {state.stop_code}")
+            if state.stopped_reason:
+                details.append(state.stopped_reason)
+        hint = ""
+        reason_text = (state.stopped_reason or "").lower() if state else ""
+        if exit_code in (137, -9) or "memory" in reason_text:
+            hint = " If it ran out of memory, give workers more (memory=...) or smaller batches."
+        message = (
+            f"worker {worker.worker_id} lost batch {batch.batch_id} ({len(batch.futures)} calls "
+            f"unfinished) after {batch.attempt} attempt(s), no retry left "
+            f"(max_retries={self._config.max_retries}): {'; '.join(details)}.{hint}"
+        )
+        if tail:
+            message += "\nlast lines of its log:\n" + tail
+        return WorkerLost(
+            message,
+            worker_id=worker.worker_id,
+            batch_id=batch.batch_id,
+            attempts=batch.attempt,
+            exit_code=exit_code,
+            stop_code=state.stop_code if state else None,
+            stopped_reason=state.stopped_reason if state else None,
+            log_tail=tail,
+        )

@@ -1,0 +1,86 @@
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from starburst_executor import _keys, payload
+from starburst_executor.engine.batches import Batcher
+from starburst_executor.errors import SerializationError
+from starburst_executor.planner import BatchPolicy
+
+from .fakes import intake_with, memory_store
+
+
+class Counted:
+    """An argument that counts how often it is pickled."""
+
+    pickled = 0
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        Counted.pickled += 1
+        return (Counted, ())
+
+
+def _takes(x: Any, blob: bytes = b"") -> Any:
+    return x
+
+
+def _batches(store: Any) -> list[payload.Batch]:
+    return [payload.Batch.decode(store.get(k)) for k in store.list("batches/")]
+
+
+def test_each_call_is_pickled_once_even_when_batches_are_cut_by_size() -> None:
+    Counted.pickled = 0
+    intake, futures = intake_with(_takes, [(Counted(), b"x" * 400) for _ in range(12)])
+    store = memory_store()
+    batcher = Batcher(intake, store, BatchPolicy(max_batch_bytes=1000))
+    while batcher.form(workers=1) is not None:
+        pass
+    batches = _batches(store)
+    assert len(batches) > 3  # the 1000-byte bound cut the work several times
+    assert sorted(c.item_id for b in batches for c in b.calls) == list(range(12))
+    assert Counted.pickled == 12
+    assert all(f.running() for f in futures)
+
+
+def test_a_function_is_uploaded_once_per_content_hash() -> None:
+    intake, _ = intake_with(_takes, [(i,) for i in range(6)])
+    store = memory_store()
+    batcher = Batcher(intake, store, BatchPolicy())
+    while batcher.form(workers=3) is not None:
+        pass
+    batches = len(_batches(store))
+    assert batches > 1
+    assert len(store.list("functions/")) == 1
+    assert store.stats.requests["put"] == batches + 1
+
+
+def test_an_argument_that_cannot_be_pickled_fails_its_call_only() -> None:
+    intake, futures = intake_with(_takes, [(1,), (threading.Lock(),), (3,)])
+    store = memory_store()
+    batch = Batcher(intake, store, BatchPolicy()).form(workers=1)
+    assert batch is not None and sorted(batch.futures) == [0, 2]
+    with pytest.raises(SerializationError, match=r"call 1 could not be sent: args\[0\]"):
+        futures[1].result(0)
+    (sent,) = _batches(store)
+    assert [c.arguments() for c in sent.calls] == [((1,), {}), ((3,), {})]
+
+
+def test_a_function_that_cannot_be_pickled_fails_its_calls() -> None:
+    lock = threading.Lock()
+    intake, futures = intake_with(lambda: lock, [(), ()])
+    store = memory_store()
+    assert Batcher(intake, store, BatchPolicy()).form(workers=1) is None
+    for future in futures:
+        with pytest.raises(SerializationError, match="could not be pickled"):
+            future.result(0)
+    assert store.list(_keys.batch_key("")) == []
+
+
+def test_cancelled_calls_are_skipped() -> None:
+    intake, futures = intake_with(_takes, [(1,), (2,)])
+    futures[0].cancel()
+    batch = Batcher(intake, memory_store(), BatchPolicy()).form(workers=1)
+    assert batch is not None and list(batch.futures) == [1]

@@ -1,0 +1,62 @@
+from __future__ import annotations
+
+from starburst_executor import _keys, payload
+from starburst_executor.config import load_config
+from starburst_executor.engine import Ledger
+from starburst_executor.engine.batches import Batch
+from starburst_executor.engine.workers import Workers
+from starburst_executor.errors import LaunchError
+from starburst_executor.launch.base import LaunchFailure
+
+from .fakes import ScriptedLauncher, memory_store
+
+
+def _workers(launcher: ScriptedLauncher, **settings: object) -> tuple[Workers, Ledger]:
+    config = load_config({"backend": "local", **settings})
+    ledger = Ledger(None, None)
+    return Workers(memory_store(), launcher, config, 4, ledger), ledger
+
+
+def test_launch_gives_each_worker_keys_only() -> None:
+    launcher = ScriptedLauncher()
+    workers, _ = _workers(launcher, idle_timeout=7)
+    started, error = workers.launch(2)
+    assert error is None and [w.worker_id for w in started] == ["w00000", "w00001"]
+    env = launcher.started[0].env
+    assert env[_keys.ENV_WORKER_ID] == "w00000" and env[_keys.ENV_IDLE_TIMEOUT] == "7"
+    assert len(workers) == 2
+
+
+def test_a_worker_that_cannot_be_started_fails_the_work_when_none_runs() -> None:
+    workers, _ = _workers(ScriptedLauncher([LaunchFailure("", "no such image", False)]))
+    started, error = workers.launch(1)
+    assert started == [] and isinstance(error, LaunchError)
+    assert "no such image" in str(error)
+
+
+def test_a_transient_failure_backs_off() -> None:
+    workers, _ = _workers(ScriptedLauncher([LaunchFailure("", "throttled", True)]))
+    assert workers.launch(1) == ([], None)
+    assert not workers.may_launch()
+
+
+def test_assign_writes_the_next_attempt_without_the_calls_done() -> None:
+    workers, _ = _workers(ScriptedLauncher())
+    (worker,), _ = workers.launch(1)
+    batch = Batch("b000000001", {}, done_ids={3, 1})
+    workers.assign(worker, batch)
+    workers.assign(worker, batch)
+    store = workers._store
+    order = payload.Assignment.decode(store.get(_keys.assign_key(worker.worker_id, 1)))
+    assert order == payload.Assignment("b000000001", 2, frozenset({1, 3}))
+    assert worker.batch is batch and batch.worker is worker
+
+
+def test_stop_all_ends_every_span() -> None:
+    launcher = ScriptedLauncher()
+    workers, ledger = _workers(launcher)
+    workers.launch(3)
+    workers.stop_all("max_cost reached")
+    assert len(workers) == 0 and len(launcher.stopped) == 3
+    seconds, _ = ledger.billed()
+    assert seconds < 5
