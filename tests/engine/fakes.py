@@ -7,10 +7,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from starburst_executor._future import CallMetadata, StarburstFuture
+from starburst_executor._stats import RequestStats
 from starburst_executor.engine import Intake, WorkItem
 from starburst_executor.launch.base import (
     LaunchFailure,
-    LauncherStats,
     TaskHandle,
     TaskPhase,
     TaskState,
@@ -44,7 +44,7 @@ class ScriptedLauncher:
     poll_interval = (0.01, 0.1)
 
     def __init__(self, failures: Sequence[LaunchFailure | None] = ()) -> None:
-        self.stats = LauncherStats()
+        self.stats = RequestStats()
         self._failures = list(failures)
         self.started: list[WorkerSpec] = []
         self.stopped: list[tuple[TaskHandle, str]] = []

@@ -2,8 +2,7 @@ from __future__ import annotations
 
 from starburst_executor.engine import Ledger
 from starburst_executor.errors import CostLimitExceeded
-from starburst_executor.launch.base import LauncherStats
-from starburst_executor.storage.base import StoreStats
+from starburst_executor._stats import RequestStats
 
 
 def _price(seconds: float) -> float:
@@ -43,7 +42,7 @@ def test_usage_names_requests_and_sums_spans() -> None:
     ledger.end_span("w1")
     ledger.end_span("w1", at=1e12)  # a span ends once
     ledger.batches, ledger.retries = 2, 1
-    store, launcher = StoreStats(), LauncherStats()
+    store, launcher = RequestStats(), RequestStats()
     store.count("put", 3)
     launcher.count("RunTask")
     launcher.count("sts.GetCallerIdentity")

@@ -378,24 +378,12 @@ class FargateLauncher:
                 log.debug("StopTask %s: %s", handle.task_id, exc)
 
     def capacity(self, wanted: int) -> int:
-        if self._capacity is not None:
-            return min(wanted, self._capacity)
-        quota = quotas.fargate_vcpu_quota(
-            self.region, spot=self.config.spot, fallback=self._quota_fallback,
-            client=self._client("service-quotas"))
-        if quota is None:
-            self._capacity = wanted
-            return wanted
-        try:
-            in_use = quotas.vcpus_in_use(self.config.cluster, self.region, spot=self.config.spot,
-                                         client=self._client("ecs"))
-        except StarburstError as exc:
-            log.debug("cannot count the vCPUs in use: %s", exc)
-            in_use = 0.0
-        self._capacity = quotas.workers_that_fit(
-            wanted, self.cpu_units / 1024, quota, in_use, region=self.region,
-            spot=self.config.spot)
-        return self._capacity
+        if self._capacity is None:
+            self._capacity = quotas.workers_within_quota(
+                wanted, self.cpu_units / 1024, self.config.cluster, self.region,
+                spot=self.config.spot, fallback=self._quota_fallback,
+                quotas_client=self._client("service-quotas"), ecs_client=self._client("ecs"))
+        return min(wanted, self._capacity)
 
     def log_tail(self, handle: TaskHandle, lines: int = 20) -> str:
         task_id = handle.task_id.rsplit("/", 1)[-1]

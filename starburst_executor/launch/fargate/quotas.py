@@ -19,15 +19,19 @@ unknown (``None``) and nothing is capped.
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from typing import Any
 
 from ... import _aws
-from ...errors import ConfigError
+from ...errors import ConfigError, StarburstError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "ON_DEMAND_QUOTA_CODE",
+    "workers_within_quota",
     "SPOT_QUOTA_CODE",
     "ENV_QUOTA_FALLBACK",
     "quota_code",
@@ -168,3 +172,18 @@ def workers_that_fit(wanted: int, cpu: float, quota: float, in_use: float, *, re
         stacklevel=3,
     )
     return workers
+
+
+def workers_within_quota(wanted: int, cpu: float, cluster: str, region: str, *, spot: bool,
+                         fallback: float | None, quotas_client: Any, ecs_client: Any) -> int:
+    """:func:`workers_that_fit` with the quota and the vCPUs in use read from AWS: ``wanted``
+    when the quota cannot be read; the vCPUs in use count as none when they cannot be."""
+    quota = fargate_vcpu_quota(region, spot=spot, fallback=fallback, client=quotas_client)
+    if quota is None:
+        return wanted
+    try:
+        in_use = vcpus_in_use(cluster, region, spot=spot, client=ecs_client)
+    except StarburstError as exc:
+        log.debug("cannot count the vCPUs in use: %s", exc)
+        in_use = 0.0
+    return workers_that_fit(wanted, cpu, quota, in_use, region=region, spot=spot)
