@@ -231,8 +231,8 @@ def _build_context(
             raise ImageError(
                 f"no wheel for {target.key} (Linux {recipe.architecture}, Python "
                 f"{env.python_minor}) of: {names}. Upgrade or pin a version that ships one, "
-                "exclude the package, or pass allow_index=True to install it from the package "
-                "index during the build."
+                "exclude the package, or pass allow_index=True (`starburst build --allow-index`) "
+                "to install it from the package index during the build."
             )
         if missing:
             log("installing from the index during the build: " + ", ".join(n for n, _ in missing))
