@@ -41,6 +41,7 @@ from typing import Any
 
 import cloudpickle
 
+from . import _pickling
 from .errors import PayloadVersionError, RemoteError, RemoteTraceback, SerializationError
 
 __all__ = [
@@ -198,7 +199,7 @@ def _pickle_any(obj: Any) -> bytes:
     try:
         return pickle.dumps(obj, PROTOCOL)
     except Exception:
-        return cloudpickle.dumps(obj, PROTOCOL)
+        return _pickling.dumps(obj, PROTOCOL)
 
 
 def encode_value(item_id: int, value: Any, started: float, finished: float) -> ResultRecord:
@@ -321,7 +322,7 @@ def register_local_modules() -> None:
 def pickle_function(fn: Any) -> bytes:
     """cloudpickle ``fn``; a failure names the function and the reason."""
     try:
-        return cloudpickle.dumps(fn, PROTOCOL)
+        return _pickling.dumps(fn, PROTOCOL)
     except Exception as exc:
         raise SerializationError(
             f"the function {getattr(fn, '__qualname__', fn)!r} could not be pickled: "
@@ -343,7 +344,7 @@ class ArgsPickler:
     def _renew(self) -> None:
         # Also after a failure: a pickler stopped midway may hold a half-written frame.
         self._buffer = io.BytesIO()
-        self._pickler = cloudpickle.CloudPickler(self._buffer, PROTOCOL)
+        self._pickler = _pickling.Pickler(self._buffer, PROTOCOL)
 
     def dumps(self, item_id: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         """Pickle one call's arguments; a failure names the argument that cannot travel."""
@@ -371,7 +372,7 @@ def _args_error(
     named += [(f"kwargs[{k!r}]", v) for k, v in kwargs.items()]
     for label, value in named:
         try:
-            cloudpickle.dumps(value, PROTOCOL)
+            _pickling.dumps(value, PROTOCOL)
         except Exception:
             culprit = f"{label} (a {_qualname(value)})"
             break

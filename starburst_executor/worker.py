@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import _keys, payload
+from . import _keys, _pickling, payload
 from .errors import ObjectNotFound, PayloadVersionError, SerializationError, StarburstError
 from .storage import ObjectStore, open_store
 
@@ -101,11 +101,7 @@ class Worker:
         except Exception as exc:
             error: Exception = exc
             if not isinstance(exc, PayloadVersionError):
-                error = SerializationError(
-                    f"batch {batch_id} could not be unpickled on worker {self.worker_id}: "
-                    f"{type(exc).__name__}: {exc}. If a module is missing, install it where "
-                    "the client runs and rebuild the worker image (`starburst build`)."
-                )
+                error = _unpickling_error(f"batch {batch_id}", self.worker_id, exc)
             # The whole batch fails with this error; no retry would read it any better.
             _log(f"{self.worker_id}: refusing batch {batch_id}: {error}")
             writer.add(payload.encode_exception(payload.WHOLE_BATCH, error, 0.0, 0.0, ""))
@@ -123,17 +119,21 @@ class Worker:
         try:
             args, kwargs = call.arguments()
         except Exception as exc:  # fails this call only: the others' arguments are fine
-            error = SerializationError(
-                f"the arguments of call {call.item_id} could not be unpickled on worker "
-                f"{self.worker_id}: {type(exc).__name__}: {exc}. If a module is missing, "
-                "install it where the client runs and rebuild the worker image "
-                "(`starburst build`).")
+            error = _unpickling_error(f"the arguments of call {call.item_id}",
+                                      self.worker_id, exc)
             return payload.encode_exception(call.item_id, error, started, time.time(), "")
         try:
             value = fn(*args, **kwargs)
         except BaseException as exc:  # like the stdlib pool: SystemExit travels back too
             return payload.encode_exception(call.item_id, exc, started, time.time())
         return payload.encode_value(call.item_id, value, started, time.time())
+
+
+def _unpickling_error(what: str, worker_id: str, exc: Exception) -> SerializationError:
+    cause = f"{type(exc).__name__}: {exc}"
+    hint = _pickling.explain_unpickling_error(exc)
+    text = hint if hint.startswith(cause) else f"{cause}; {hint}"
+    return SerializationError(f"{what} could not be unpickled on worker {worker_id}: {text}")
 
 
 class _PartWriter:
