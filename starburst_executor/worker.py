@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import _keys, _pickling, payload
+from . import _keys, _pickling, _threads, payload
 from .errors import ObjectNotFound, PayloadVersionError, SerializationError, StarburstError
 from .storage import ObjectStore, open_store
 
@@ -222,6 +222,8 @@ def main(env: Mapping[str, str] | None = None) -> int:
         return 2
     if env.get(_keys.ENV_PARENT_PID):
         _watch_parent(int(env[_keys.ENV_PARENT_PID]))
+    if env is os.environ:  # before any user code is unpickled: BLAS reads these at import
+        _threads.cap_thread_pools(os.environ)
     try:
         store = open_store(url)
         worker = Worker(
