@@ -64,7 +64,7 @@ __all__ = [
 ]
 
 MAGIC = b"SBX1"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: result records carry the call's output
 _LEN = struct.Struct(">I")
 PYTHON_MINOR = "%d.%d" % sys.version_info[:2]
 CLOUDPICKLE_VERSION: str = cloudpickle.__version__
@@ -164,7 +164,8 @@ class ResultRecord:
 
     ``data`` is the pickled value (``ok``) or the pickled exception; ``error`` holds the
     exception's type name, message and formatted traceback as text, so the client can build a
-    :class:`RemoteError` even when the exception itself cannot be unpickled.
+    :class:`RemoteError` even when the exception itself cannot be unpickled.  ``output`` is what
+    the call printed and logged (``_output.Output``), empty when the client did not ask for it.
     """
 
     item_id: int
@@ -174,6 +175,7 @@ class ResultRecord:
     error: tuple[str, str, str] | None = None
     started: float = 0.0
     finished: float = 0.0
+    output: tuple[tuple[str, str], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)

@@ -38,8 +38,9 @@ class LocalLauncher:
     """Runs each worker as ``python -m starburst_executor.worker`` on this machine.
 
     Workers run in their own session, so a Ctrl-C at the terminal reaches the client only,
-    which then stops them; they also exit by themselves if the client dies.  Their stdout is
-    the client's; their stderr goes to a log file per worker (see :meth:`log_tail`).
+    which then stops them; they also exit by themselves if the client dies.  Their stdout and
+    stderr go to a log file per worker (see :meth:`log_tail`); the calls' output reaches the
+    client with their results (``forward_output``), as from any other backend.
     """
 
     poll_interval = (0.01, 0.05)
@@ -79,6 +80,7 @@ class LocalLauncher:
                     [self.python, *WORKER_COMMAND[1:]],
                     env=env,
                     stdin=subprocess.DEVNULL,
+                    stdout=log_file,
                     stderr=log_file,
                     start_new_session=True,
                 )
