@@ -38,6 +38,8 @@ LIMIT = 1024 * 1024
 Output = tuple[tuple[str, str], ...]
 """A call's output in order: ``(("stdout", text), ("stderr", text), ...)``."""
 
+_MAX_PIECES = 1024
+
 
 class _CallBuffer:
     """The output of one call, in order, bounded to its last ``limit`` characters."""
@@ -45,7 +47,8 @@ class _CallBuffer:
     def __init__(self, limit: int) -> None:
         self._limit = limit
         self._pieces: collections.deque[tuple[str, str]] = collections.deque()
-        self._size = 0
+        self._size = 0  # characters kept
+        self._skip = 0  # characters of the first piece dropped already (no copy made per write)
         self._dropped = 0
         self._lock = threading.Lock()  # a call's own threads print too
 
@@ -54,26 +57,34 @@ class _CallBuffer:
             self._pieces.append((stream, text))
             self._size += len(text)
             while self._size > self._limit:
-                first_stream, first = self._pieces[0]
                 excess = self._size - self._limit
-                if len(first) <= excess:
+                left = len(self._pieces[0][1]) - self._skip
+                cut = min(left, excess)
+                if cut == left:
                     self._pieces.popleft()
-                    cut = len(first)
+                    self._skip = 0
                 else:
-                    self._pieces[0] = (first_stream, first[excess:])
-                    cut = excess
+                    self._skip += cut
                 self._size -= cut
                 self._dropped += cut
+            if len(self._pieces) > _MAX_PIECES:  # a million one-character writes stay small
+                self._pieces = collections.deque(self._merged())
+                self._skip = 0
+
+    def _merged(self) -> list[tuple[str, str]]:
+        merged: list[tuple[str, list[str]]] = []
+        for i, (stream, text) in enumerate(self._pieces):
+            if i == 0 and self._skip:
+                text = text[self._skip:]
+            if merged and merged[-1][0] == stream:
+                merged[-1][1].append(text)
+            else:
+                merged.append((stream, [text]))
+        return [(stream, "".join(texts)) for stream, texts in merged]
 
     def output(self) -> Output:
         with self._lock:
-            merged: list[tuple[str, list[str]]] = []
-            for stream, text in self._pieces:
-                if merged and merged[-1][0] == stream:
-                    merged[-1][1].append(text)
-                else:
-                    merged.append((stream, [text]))
-            out = [(stream, "".join(texts)) for stream, texts in merged]
+            out = self._merged()
             if self._dropped:
                 out.insert(0, ("stderr", f"[starburst: {self._dropped} characters of output "
                                          f"dropped; the last {self._limit} are kept]\n"))
@@ -90,7 +101,10 @@ class _Tee(io.TextIOBase):
         self._capture = capture
 
     def write(self, text: str) -> int:
-        self._target.write(text)
+        try:
+            self._target.write(text)
+        except Exception:  # the worker's log failing must not fail the call: it is captured
+            pass
         buffer = self._capture.current
         if buffer is not None:
             buffer.add(self._name, text)

@@ -74,3 +74,15 @@ def test_write_output_never_raises() -> None:
     closed = io.StringIO()
     closed.close()
     write_output(1, (("stdout", "x\n"),), closed, closed)
+
+
+def test_many_tiny_writes_are_merged_as_they_come() -> None:
+    capture = OutputCapture(limit=100)
+    with capture, capture.call() as buffer:
+        for i in range(5000):
+            sys.stdout.write("ab"[i % 2])
+            if i % 1000 == 0:
+                sys.stderr.write("|")
+    assert len(buffer._pieces) <= 1025
+    (_, note), (_, text) = buffer.output()
+    assert "4905 characters of output dropped" in note and text == "ab" * 50
