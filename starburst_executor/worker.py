@@ -9,7 +9,8 @@ It reads only keys and settings from its environment (see ``_keys``), then loops
       seq += 1
 
 so a warm worker takes the next batch without a new cold start.  It imports payload, storage,
-errors and _keys, never the engine or the executor.
+errors, _keys, _pickling, _threads (the thread pools are capped at start) and _output, never the
+engine or the executor.
 """
 
 from __future__ import annotations
