@@ -41,6 +41,7 @@ from typing import Any
 
 import cloudpickle
 
+from . import _pickling
 from .errors import PayloadVersionError, RemoteError, RemoteTraceback, SerializationError
 
 __all__ = [
@@ -63,7 +64,7 @@ __all__ = [
 ]
 
 MAGIC = b"SBX1"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: result records carry the call's output
 _LEN = struct.Struct(">I")
 PYTHON_MINOR = "%d.%d" % sys.version_info[:2]
 CLOUDPICKLE_VERSION: str = cloudpickle.__version__
@@ -163,7 +164,8 @@ class ResultRecord:
 
     ``data`` is the pickled value (``ok``) or the pickled exception; ``error`` holds the
     exception's type name, message and formatted traceback as text, so the client can build a
-    :class:`RemoteError` even when the exception itself cannot be unpickled.
+    :class:`RemoteError` even when the exception itself cannot be unpickled.  ``output`` is what
+    the call printed and logged (``_output.Output``), empty when the client did not ask for it.
     """
 
     item_id: int
@@ -173,6 +175,7 @@ class ResultRecord:
     error: tuple[str, str, str] | None = None
     started: float = 0.0
     finished: float = 0.0
+    output: tuple[tuple[str, str], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -198,7 +201,7 @@ def _pickle_any(obj: Any) -> bytes:
     try:
         return pickle.dumps(obj, PROTOCOL)
     except Exception:
-        return cloudpickle.dumps(obj, PROTOCOL)
+        return _pickling.dumps(obj, PROTOCOL)
 
 
 def encode_value(item_id: int, value: Any, started: float, finished: float) -> ResultRecord:
@@ -321,7 +324,7 @@ def register_local_modules() -> None:
 def pickle_function(fn: Any) -> bytes:
     """cloudpickle ``fn``; a failure names the function and the reason."""
     try:
-        return cloudpickle.dumps(fn, PROTOCOL)
+        return _pickling.dumps(fn, PROTOCOL)
     except Exception as exc:
         raise SerializationError(
             f"the function {getattr(fn, '__qualname__', fn)!r} could not be pickled: "
@@ -343,7 +346,7 @@ class ArgsPickler:
     def _renew(self) -> None:
         # Also after a failure: a pickler stopped midway may hold a half-written frame.
         self._buffer = io.BytesIO()
-        self._pickler = cloudpickle.CloudPickler(self._buffer, PROTOCOL)
+        self._pickler = _pickling.Pickler(self._buffer, PROTOCOL)
 
     def dumps(self, item_id: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         """Pickle one call's arguments; a failure names the argument that cannot travel."""
@@ -371,7 +374,7 @@ def _args_error(
     named += [(f"kwargs[{k!r}]", v) for k, v in kwargs.items()]
     for label, value in named:
         try:
-            cloudpickle.dumps(value, PROTOCOL)
+            _pickling.dumps(value, PROTOCOL)
         except Exception:
             culprit = f"{label} (a {_qualname(value)})"
             break

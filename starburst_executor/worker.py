@@ -4,15 +4,18 @@ It reads only keys and settings from its environment (see ``_keys``), then loops
 
     wait for assign/<worker id>/<seq>  --(idle_timeout passes, or a stop order)-->  exit 0
       fetch the batch and its functions (functions cached by content hash)
-      run each call, writing results in parts as they finish (every flush_interval)
+      run each call, its output captured (_output), writing results in parts as they finish
+      (every flush_interval)
       seq += 1
 
 so a warm worker takes the next batch without a new cold start.  It imports payload, storage,
-errors and _keys, never the engine or the executor.
+errors, _keys, _pickling, _threads (the thread pools are capped at start) and _output, never the
+engine or the executor.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import random
@@ -22,7 +25,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import _keys, payload
+from . import _keys, _output, _pickling, _threads, payload
 from .errors import ObjectNotFound, PayloadVersionError, SerializationError, StarburstError
 from .storage import ObjectStore, open_store
 
@@ -30,7 +33,9 @@ __all__ = ["Worker", "main"]
 
 
 def _log(message: str) -> None:
-    print(f"[starburst worker {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    # The worker's own stderr, never a call's captured output (see _output).
+    print(f"[starburst worker {time.strftime('%H:%M:%S')}] {message}",
+          file=sys.__stderr__ or sys.stderr, flush=True)
 
 
 class Worker:
@@ -46,6 +51,7 @@ class Worker:
         poll_min: float = 0.002,
         poll_max: float = 1.0,
         flush_bytes: int = 8 * 1024 * 1024,
+        capture_output: bool = True,
     ):
         self.store = store
         self.worker_id = worker_id
@@ -55,9 +61,16 @@ class Worker:
         self.poll_max = poll_max
         self.flush_bytes = flush_bytes
         self._functions: dict[str, Callable[..., Any]] = {}
+        self._output = _output.OutputCapture() if capture_output else None
 
     def run(self) -> int:
         """Serve assignments until idle or told to stop; return the exit code."""
+        if self._output is None:
+            return self._serve()
+        with self._output:  # before any user code is unpickled (see _output)
+            return self._serve()
+
+    def _serve(self) -> int:
         seq = 0
         while True:
             assignment = self._next_assignment(seq)
@@ -101,11 +114,7 @@ class Worker:
         except Exception as exc:
             error: Exception = exc
             if not isinstance(exc, PayloadVersionError):
-                error = SerializationError(
-                    f"batch {batch_id} could not be unpickled on worker {self.worker_id}: "
-                    f"{type(exc).__name__}: {exc}. If a module is missing, install it where "
-                    "the client runs and rebuild the worker image (`starburst build`)."
-                )
+                error = _unpickling_error(f"batch {batch_id}", self.worker_id, exc)
             # The whole batch fails with this error; no retry would read it any better.
             _log(f"{self.worker_id}: refusing batch {batch_id}: {error}")
             writer.add(payload.encode_exception(payload.WHOLE_BATCH, error, 0.0, 0.0, ""))
@@ -123,17 +132,31 @@ class Worker:
         try:
             args, kwargs = call.arguments()
         except Exception as exc:  # fails this call only: the others' arguments are fine
-            error = SerializationError(
-                f"the arguments of call {call.item_id} could not be unpickled on worker "
-                f"{self.worker_id}: {type(exc).__name__}: {exc}. If a module is missing, "
-                "install it where the client runs and rebuild the worker image "
-                "(`starburst build`).")
+            error = _unpickling_error(f"the arguments of call {call.item_id}",
+                                      self.worker_id, exc)
             return payload.encode_exception(call.item_id, error, started, time.time(), "")
-        try:
-            value = fn(*args, **kwargs)
-        except BaseException as exc:  # like the stdlib pool: SystemExit travels back too
-            return payload.encode_exception(call.item_id, exc, started, time.time())
-        return payload.encode_value(call.item_id, value, started, time.time())
+        if self._output is None:
+            return _call(call.item_id, fn, args, kwargs, started)
+        with self._output.call() as output:
+            record = _call(call.item_id, fn, args, kwargs, started)
+        captured = output.output()
+        return dataclasses.replace(record, output=captured) if captured else record
+
+
+def _call(item_id: int, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+          started: float) -> payload.ResultRecord:
+    try:
+        value = fn(*args, **kwargs)
+    except BaseException as exc:  # like the stdlib pool: SystemExit travels back too
+        return payload.encode_exception(item_id, exc, started, time.time())
+    return payload.encode_value(item_id, value, started, time.time())
+
+
+def _unpickling_error(what: str, worker_id: str, exc: Exception) -> SerializationError:
+    cause = f"{type(exc).__name__}: {exc}"
+    hint = _pickling.explain_unpickling_error(exc)
+    text = hint if hint.startswith(cause) else f"{cause}; {hint}"
+    return SerializationError(f"{what} could not be unpickled on worker {worker_id}: {text}")
 
 
 class _PartWriter:
@@ -222,6 +245,8 @@ def main(env: Mapping[str, str] | None = None) -> int:
         return 2
     if env.get(_keys.ENV_PARENT_PID):
         _watch_parent(int(env[_keys.ENV_PARENT_PID]))
+    if env is os.environ:  # before any user code is unpickled: BLAS reads these at import
+        _threads.cap_thread_pools(os.environ)
     try:
         store = open_store(url)
         worker = Worker(
@@ -231,6 +256,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
             flush_interval=float(env.get(_keys.ENV_FLUSH_INTERVAL, "1")),
             poll_min=float(env.get(_keys.ENV_POLL_MIN, "0.002")),
             poll_max=float(env.get(_keys.ENV_POLL_MAX, "1")),
+            capture_output=env.get(_keys.ENV_CAPTURE_OUTPUT, "1") != "0",
         )
         return worker.run()
     except StarburstError as exc:

@@ -91,7 +91,7 @@ def test_exceptions_travel_per_call(store: MemoryStore) -> None:
 
 
 def test_refuses_payload_from_another_python(store: MemoryStore) -> None:
-    header = json.dumps({"format": 1, "kind": "batch", "serializer": "cloudpickle",
+    header = json.dumps({"format": payload.FORMAT_VERSION, "kind": "batch", "serializer": "cloudpickle",
                          "python": "3.99", "cloudpickle": payload.CLOUDPICKLE_VERSION}).encode()
     store.put(_keys.batch_key("b1"),
               payload.MAGIC + struct.pack(">I", len(header)) + header + pickle.dumps(None))

@@ -39,7 +39,7 @@ import weakref
 from concurrent.futures import CancelledError
 from typing import Any
 
-from .. import _keys, payload
+from .. import _keys, _output, payload
 from ..config import Config
 from ..errors import ExecutorBroken, SerializationError, StarburstError
 from ..launch.base import Launcher, TaskState
@@ -189,6 +189,9 @@ class Manager(threading.Thread):
         meta.attempts = batch.attempt
         if record is not None:
             meta.started_at, meta.finished_at = record.started, record.finished
+            if record.output:  # written before the future resolves, so it reads in order
+                meta.output = record.output
+                _output.write_output(item_id, record.output)
         self._intake.settle(future, ok, value)
 
     def _complete(self, batch: Batch) -> None:

@@ -143,6 +143,7 @@ class Workers:
             _keys.ENV_FLUSH_INTERVAL: f"{self._flush_interval:g}",
             _keys.ENV_POLL_MIN: f"{self.poll_min:g}",
             _keys.ENV_POLL_MAX: f"{self.poll_max:g}",
+            _keys.ENV_CAPTURE_OUTPUT: "1" if self._config.forward_output else "0",
         }
 
     def assign(self, worker: Worker, batch: Batch) -> None:
