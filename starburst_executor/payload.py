@@ -124,7 +124,7 @@ def _dump_plain(kind: str, obj: Any, *, key: str, secret: bytes) -> bytes:
     return buffer.getvalue()
 
 
-def read_header(data: bytes) -> tuple[dict[str, Any], memoryview]:
+def read_header(data: bytes | memoryview) -> tuple[dict[str, Any], memoryview]:
     """Return (header, body) of a framed payload; raise ``SerializationError`` if it is none."""
     view = memoryview(data)
     if bytes(view[:4]) != MAGIC or len(view) < 8:

@@ -61,3 +61,14 @@ def test_stop_all_ends_every_span() -> None:
     assert len(workers) == 0 and len(launcher.stopped) == 3
     seconds, _ = ledger.billed()
     assert seconds < 5
+
+
+def test_each_worker_gets_the_session_secret_which_no_repr_shows() -> None:
+    from starburst_executor import _auth
+
+    launcher = ScriptedLauncher()
+    workers, _ = _workers(launcher)
+    workers.launch(1)
+    spec = launcher.started[0]
+    assert _auth.secret_from_env(spec.env[_auth.ENV_SECRET]) == SECRET
+    assert SECRET.hex() not in repr(spec)
