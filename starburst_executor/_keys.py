@@ -24,7 +24,8 @@ __all__ = [
 SESSION = "session.json"
 RESULTS_PREFIX = "results/"
 
-# Names of the environment variables a worker reads: keys and settings, never data or secrets.
+# Names of the environment variables a worker reads: keys and settings, never data.  (The one
+# secret a worker gets, the session's MAC key, is ``_auth.ENV_SECRET``.)
 ENV_STORE_URL = "STARBURST_STORE_URL"
 ENV_WORKER_ID = "STARBURST_WORKER_ID"
 ENV_IDLE_TIMEOUT = "STARBURST_IDLE_TIMEOUT"

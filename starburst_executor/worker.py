@@ -1,6 +1,7 @@
 """The worker: ``python -m starburst_executor.worker``.
 
-It reads only keys and settings from its environment (see ``_keys``), then loops::
+It reads keys and settings from its environment (see ``_keys``), and the session secret that
+authenticates every object it reads and writes (see ``_auth``), then loops::
 
     wait for assign/<worker id>/<seq>  --(idle_timeout passes, or a stop order)-->  exit 0
       fetch the batch and its functions (functions cached by content hash)
@@ -25,8 +26,14 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import _keys, _output, _pickling, _threads, payload
-from .errors import ObjectNotFound, PayloadVersionError, SerializationError, StarburstError
+from . import _auth, _keys, _output, _pickling, _threads, payload
+from .errors import (
+    IntegrityError,
+    ObjectNotFound,
+    PayloadVersionError,
+    SerializationError,
+    StarburstError,
+)
 from .storage import ObjectStore, open_store
 
 __all__ = ["Worker", "main"]
@@ -46,6 +53,7 @@ class Worker:
         store: ObjectStore,
         worker_id: str,
         *,
+        secret: bytes,
         idle_timeout: float = 60.0,
         flush_interval: float = 1.0,
         poll_min: float = 0.002,
@@ -55,6 +63,7 @@ class Worker:
     ):
         self.store = store
         self.worker_id = worker_id
+        self.secret = secret
         self.idle_timeout = idle_timeout
         self.flush_interval = flush_interval
         self.poll_min = poll_min
@@ -89,7 +98,10 @@ class Worker:
         delay = self.poll_min  # every poll of a remote store is a billed request
         while True:
             try:
-                return payload.Assignment.decode(self.store.get(key))
+                # One that fails its check ends this worker (IntegrityError): its batch is
+                # lost and retried on another worker, whose assignment is fresh.
+                return payload.Assignment.decode(self.store.get(key), key=key,
+                                                 secret=self.secret)
             except ObjectNotFound:
                 pass
             left = deadline - time.monotonic()
@@ -101,7 +113,8 @@ class Worker:
     def _load_function(self, digest: str) -> Callable[..., Any]:
         fn = self._functions.get(digest)
         if fn is None:
-            fn = payload.load(self.store.get(_keys.function_key(digest)), "function")
+            key = _keys.function_key(digest)
+            fn = payload.load(self.store.get(key), "function", key=key, secret=self.secret)
             self._functions[digest] = fn
         return fn
 
@@ -109,11 +122,12 @@ class Worker:
         batch_id, attempt = assignment.batch_id, assignment.attempt
         writer = _PartWriter(self, batch_id, attempt)
         try:
-            batch = payload.Batch.decode(self.store.get(_keys.batch_key(batch_id)))
+            key = _keys.batch_key(batch_id)
+            batch = payload.Batch.decode(self.store.get(key), key=key, secret=self.secret)
             functions = [self._load_function(d) for d in batch.digests]
         except Exception as exc:
             error: Exception = exc
-            if not isinstance(exc, PayloadVersionError):
+            if not isinstance(exc, (PayloadVersionError, IntegrityError)):
                 error = _unpickling_error(f"batch {batch_id}", self.worker_id, exc)
             # The whole batch fails with this error; no retry would read it any better.
             _log(f"{self.worker_id}: refusing batch {batch_id}: {error}")
@@ -212,10 +226,9 @@ class _PartWriter:
             self.batch_id, self.attempt, self.worker.worker_id, self.records, final
         )
         body = pickle.dumps(part, payload.PROTOCOL)
-        self.worker.store.put(
-            _keys.result_key(self.batch_id, self.attempt, self.part),
-            payload.dump("results", body),
-        )
+        key = _keys.result_key(self.batch_id, self.attempt, self.part)
+        self.worker.store.put(key, payload.dump("results", body, key=key,
+                                                secret=self.worker.secret))
         self.part += 1
         self.records = []
         self.size = 0
@@ -243,15 +256,21 @@ def main(env: Mapping[str, str] | None = None) -> int:
     except KeyError as missing:
         _log(f"{missing} is not set: this module is started by starburst-executor, not by hand")
         return 2
+    if env is os.environ:  # the calls run here, and what they start need not inherit it
+        secret_text = os.environ.pop(_auth.ENV_SECRET, "")
+    else:
+        secret_text = env.get(_auth.ENV_SECRET, "")
     if env.get(_keys.ENV_PARENT_PID):
         _watch_parent(int(env[_keys.ENV_PARENT_PID]))
     if env is os.environ:  # before any user code is unpickled: BLAS reads these at import
         _threads.cap_thread_pools(os.environ)
     try:
+        secret = _auth.secret_from_env(secret_text)
         store = open_store(url)
         worker = Worker(
             store,
             worker_id,
+            secret=secret,
             idle_timeout=float(env.get(_keys.ENV_IDLE_TIMEOUT, "60")),
             flush_interval=float(env.get(_keys.ENV_FLUSH_INTERVAL, "1")),
             poll_min=float(env.get(_keys.ENV_POLL_MIN, "0.002")),

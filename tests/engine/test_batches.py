@@ -10,7 +10,7 @@ from starburst_executor.engine.batches import Batcher
 from starburst_executor.errors import SerializationError
 from starburst_executor.planner import BatchPolicy
 
-from .fakes import intake_with, memory_store
+from .fakes import SECRET, intake_with, memory_store
 
 
 class Counted:
@@ -28,14 +28,15 @@ def _takes(x: Any, blob: bytes = b"") -> Any:
 
 
 def _batches(store: Any) -> list[payload.Batch]:
-    return [payload.Batch.decode(store.get(k)) for k in store.list("batches/")]
+    return [payload.Batch.decode(store.get(k), key=k, secret=SECRET)
+            for k in store.list("batches/")]
 
 
 def test_each_call_is_pickled_once_even_when_batches_are_cut_by_size() -> None:
     Counted.pickled = 0
     intake, futures = intake_with(_takes, [(Counted(), b"x" * 400) for _ in range(12)])
     store = memory_store()
-    batcher = Batcher(intake, store, BatchPolicy(max_batch_bytes=1000))
+    batcher = Batcher(intake, store, BatchPolicy(max_batch_bytes=1000), secret=SECRET)
     while batcher.form(workers=1) is not None:
         pass
     batches = _batches(store)
@@ -48,7 +49,7 @@ def test_each_call_is_pickled_once_even_when_batches_are_cut_by_size() -> None:
 def test_a_function_is_uploaded_once_per_content_hash() -> None:
     intake, _ = intake_with(_takes, [(i,) for i in range(6)])
     store = memory_store()
-    batcher = Batcher(intake, store, BatchPolicy())
+    batcher = Batcher(intake, store, BatchPolicy(), secret=SECRET)
     while batcher.form(workers=3) is not None:
         pass
     batches = len(_batches(store))
@@ -60,7 +61,7 @@ def test_a_function_is_uploaded_once_per_content_hash() -> None:
 def test_an_argument_that_cannot_be_pickled_fails_its_call_only() -> None:
     intake, futures = intake_with(_takes, [(1,), (threading.Lock(),), (3,)])
     store = memory_store()
-    batch = Batcher(intake, store, BatchPolicy()).form(workers=1)
+    batch = Batcher(intake, store, BatchPolicy(), secret=SECRET).form(workers=1)
     assert batch is not None and sorted(batch.futures) == [0, 2]
     with pytest.raises(SerializationError, match=r"call 1 could not be sent: args\[0\]"):
         futures[1].result(0)
@@ -72,7 +73,7 @@ def test_a_function_that_cannot_be_pickled_fails_its_calls() -> None:
     lock = threading.Lock()
     intake, futures = intake_with(lambda: lock, [(), ()])
     store = memory_store()
-    assert Batcher(intake, store, BatchPolicy()).form(workers=1) is None
+    assert Batcher(intake, store, BatchPolicy(), secret=SECRET).form(workers=1) is None
     for future in futures:
         with pytest.raises(SerializationError, match="could not be pickled"):
             future.result(0)
@@ -82,5 +83,5 @@ def test_a_function_that_cannot_be_pickled_fails_its_calls() -> None:
 def test_cancelled_calls_are_skipped() -> None:
     intake, futures = intake_with(_takes, [(1,), (2,)])
     futures[0].cancel()
-    batch = Batcher(intake, memory_store(), BatchPolicy()).form(workers=1)
+    batch = Batcher(intake, memory_store(), BatchPolicy(), secret=SECRET).form(workers=1)
     assert batch is not None and list(batch.futures) == [1]
