@@ -328,8 +328,8 @@ def ensure_security_group(ctx: Context, vpc: str) -> tuple[str, StepResult]:
 
 
 def needs_public_ip(ctx: Context, vpc: str, subnets: list[str]) -> bool:
-    """Whether tasks in ``subnets`` need a public IP: only where a subnet's way out is an
-    internet gateway, not a NAT gateway (nor VPC endpoints)."""
+    """Whether tasks in ``subnets`` get a public IP: not when every subnet's way out is a NAT
+    gateway (a public IP would only expose them); else yes, as an internet gateway needs it."""
     ec2 = ctx.clients("ec2")
     tables = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])[
         "RouteTables"]
@@ -338,10 +338,8 @@ def needs_public_ip(ctx: Context, vpc: str, subnets: list[str]) -> bool:
     for subnet in subnets:
         table = next((t for t in tables if any(a.get("SubnetId") == subnet
                                                for a in t.get("Associations", []))), main)
-        routes = [r for r in (table or {}).get("Routes", [])
-                  if r.get("DestinationCidrBlock") == "0.0.0.0/0" and r.get("State") != "blackhole"]
-        if any(str(r.get("GatewayId", "")).startswith("igw-") for r in routes) and not any(
-                r.get("NatGatewayId") for r in routes):
+        if not any(r.get("NatGatewayId") and r.get("DestinationCidrBlock") == "0.0.0.0/0"
+                   and r.get("State") != "blackhole" for r in (table or {}).get("Routes", [])):
             return True
     return False
 

@@ -96,6 +96,8 @@ def test_doctor_names_a_deleted_role_and_its_fix(aws, capsys):
     for policy in iam.list_attached_role_policies(RoleName="starburstECSExecutionRole")[
             "AttachedPolicies"]:
         iam.detach_role_policy(RoleName="starburstECSExecutionRole", PolicyArn=policy["PolicyArn"])
+    iam.delete_role_policy(RoleName="starburstECSExecutionRole",
+                           PolicyName="starburst-create-log-group")
     iam.delete_role(RoleName="starburstECSExecutionRole")
     code, out, _ = run(capsys, "doctor", "--json", "--no-docker")
     assert code == 1
