@@ -351,6 +351,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
         for t in report.other_tasks:
             print(f"    task {t.task_id[:12]} session {t.session_id or '?'} {t.status} "
                   f"{_age(t.age)} ${t.cost:.4f}")
+    if report.not_stopped:
+        print(f"{len(report.not_stopped)} task(s) still running with no live client to stop "
+              f"them ({', '.join(t.task_id[:12] for t in report.not_stopped)}): they bill until "
+              "they exit; stop them with `starburst cleanup`.")
     print("Cost so far counts the tasks ECS still reports (running, or stopped within an hour).")
     return EXIT_OK
 
