@@ -412,8 +412,11 @@ def _host_credentials() -> dict[str, str]:
     try:
         import boto3
 
-        frozen = boto3.Session().get_credentials().get_frozen_credentials()
-    except Exception:  # no boto3, no credentials: the container has to find its own
+        credentials = boto3.Session().get_credentials()
+        if credentials is None:
+            return {}
+        frozen = credentials.get_frozen_credentials()
+    except Exception:  # no boto3, broken credentials: the container has to find its own
         return {}
     values = zip(_AWS_SECRETS, (frozen.access_key, frozen.secret_key, frozen.token))
     return {k: v for k, v in values if v}

@@ -362,27 +362,17 @@ class FargateLauncher:
                 if record.state.phase is TaskPhase.STOPPED:
                     self.stats.not_stopped.pop(handle.worker_id, None)
                     states.append(record.state)
-                elif record.stop_error is not None:
-                    # Given up on: the manager moves on; stats.not_stopped keeps billing it.
-                    states.append(TaskState(handle, TaskPhase.STOPPED, stop_code="StopTaskFailed",
-                                            stopped_reason=record.stop_error))
+                elif record.stop_error is not None:  # given up: see stopping.record
+                    states.append(stopping.given_up(handle, record.stop_error))
                 else:
                     states.append(record.state)
         return states
 
     def stop(self, handles: Sequence[TaskHandle], reason: str, *, again: bool = False) -> None:
         """StopTask each task not stopped or being stopped (``again``: also those a stop
-        failed for), retried with backoff for a bounded time; report those it fails for."""
+        failed for), retried with backoff for a bounded time; warn of those it fails for."""
         with self._lock:
-            todo = []
-            for handle in handles:
-                record = self._tasks.get(handle.task_id)
-                if record is not None and (record.state.phase is TaskPhase.STOPPED or (
-                        record.stop_requested and not (again and record.stop_error))):
-                    continue
-                if record is not None:
-                    record.stop_requested = True
-                todo.append(handle)
+            todo = stopping.claim(self._tasks, handles, again)
         if not todo:
             return
         text = (reason or "stopped by starburst")[:255]
@@ -392,28 +382,10 @@ class FargateLauncher:
             self._client("ecs").stop_task(cluster=self.config.cluster, task=task_id, reason=text)
 
         failed = stopping.stop_tasks(stop_one, [h.task_id for h in todo])
-        for handle in todo:
-            self._stop_result(handle, failed.get(handle.task_id))
-
-    def _stop_result(self, handle: TaskHandle, error: BaseException | None) -> None:
-        """Record how a stop ended; warn of a task left running (it bills until it stops)."""
         with self._lock:
-            record = self._tasks.get(handle.task_id)
-            if error is None:
-                self.stats.not_stopped.pop(handle.worker_id, None)
-                if record is not None:
-                    record.stop_error = None
-                return
-            self.stats.not_stopped[handle.worker_id] = handle.task_id
-            message = (
-                f"could not stop Fargate task {handle.task_id} (worker {handle.worker_id}) in "
-                f"cluster {self.config.cluster}: {_aws.error_code(error) or type(error).__name__}"
-                f": {error}. It may still be running and billing: stop it with `starburst "
-                "cleanup` (or `aws ecs stop-task`, or in the ECS console); a worker with no "
-                "work also exits by itself after idle_timeout")
-            if record is not None:
-                record.stop_error = message
-        warnings.warn(message, RuntimeWarning, stacklevel=3)
+            messages = stopping.record(self._tasks, self.stats, todo, failed, self.config.cluster)
+        for message in messages:
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
 
     def capacity(self, wanted: int) -> int:
         if self._capacity is None:
