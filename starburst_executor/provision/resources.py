@@ -272,6 +272,13 @@ def network(ctx: Context, existing: Config) -> tuple[str, list[str]]:
             raise ConfigError(f"subnets {', '.join(subnets)} must all be in one VPC"
                               + (f" ({vpc})" if vpc else ""))
         return vpcs.pop(), subnets
+    if existing.subnets and vpc is None:
+        # The subnets of an earlier run (maybe --subnets in another VPC): their VPC, not the
+        # default one, gets the security group.  Gone subnets are chosen again below.
+        known = unless_missing("InvalidSubnetID.NotFound", ec2.describe_subnets,
+                               SubnetIds=list(existing.subnets))
+        if known and known["Subnets"]:
+            return str(known["Subnets"][0]["VpcId"]), list(existing.subnets)
     if vpc is None:
         defaults = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
         if not defaults:
@@ -280,8 +287,6 @@ def network(ctx: Context, existing: Config) -> tuple[str, list[str]]:
                 "SUBNET_ID,... (subnets with a route to the internet, a NAT gateway, or VPC "
                 "endpoints for ECR, S3 and CloudWatch Logs)")
         vpc = str(defaults[0]["VpcId"])
-    if existing.subnets and not ctx.options.vpc:
-        return vpc, list(existing.subnets)
     found = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]
     chosen = [s for s in found if s.get("DefaultForAz")] or found
     if not chosen:

@@ -160,6 +160,8 @@ def test_public_ip_only_without_a_nat_route(recorded):
     group = ec2.describe_security_groups(GroupIds=list(config.security_groups))[
         "SecurityGroups"][0]
     assert group["GroupName"] == "starburst-workers" and group["VpcId"] == vpc
+    again = setup(SetupOptions(), clients=clients, **QUIET)  # keeps the subnets and their VPC
+    assert not again.changed, [s for s in again.steps if s.changed]
     checks = {c.name: c for c in network_checks(config, ec2)}
     assert checks[f"subnet {private}"].status == "ok"
     assert "tasks get no public IP" in checks[f"subnet {private}"].detail
