@@ -5,7 +5,7 @@ and a STOPPED state for the manager (``StopTaskFailed``), so that no wait on it 
 
 ::
 
-    round 1: StopTask each task --> stopped / already gone (done) | transient (again) | other (give up)
+    round 1: StopTask each --> stopped or gone (done) | transient (again) | other (give up)
     pause 0.5 s, 1 s, 2 s (+-20%) ... while rounds and the deadline allow --> round 2, 3, 4
 """
 
