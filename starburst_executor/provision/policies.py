@@ -92,7 +92,8 @@ def execution_role_policy(account: str, log_group: str) -> dict[str, Any]:
 def user_policy(names: Any, kms_key_arn: str | None = None) -> dict[str, Any]:
     """The least-privilege identity policy of a user who runs work once setup is done (not
     setup itself): run, watch and stop tasks of the cluster, pass the two roles to ECS, the
-    session data, the workers' logs, and the image repository for ``starburst build``.
+    session data, the workers' logs, and the image repository (push for ``starburst build``,
+    pull for ``backend="docker"``).
 
     ``names``: a :class:`~.common.Names`.
     """
@@ -127,8 +128,8 @@ def user_policy(names: Any, kms_key_arn: str | None = None) -> dict[str, Any]:
          "Resource": [log_group, f"{log_group}:*"]},
         {"Sid": "PushWorkerImage", "Effect": "Allow",
          "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage",
-                    "ecr:CompleteLayerUpload", "ecr:DescribeImages", "ecr:InitiateLayerUpload",
-                    "ecr:PutImage", "ecr:UploadLayerPart"],
+                    "ecr:CompleteLayerUpload", "ecr:DescribeImages", "ecr:GetDownloadUrlForLayer",
+                    "ecr:InitiateLayerUpload", "ecr:PutImage", "ecr:UploadLayerPart"],
          "Resource": [f"arn:aws:ecr:{region}:{account}:repository/{names.repository}"]},
         {"Sid": "RegistryLogin", "Effect": "Allow", "Action": ["ecr:GetAuthorizationToken"],
          "Resource": "*"},
