@@ -394,10 +394,13 @@ def test_a_missing_log_group_does_not_keep_a_task_from_starting(
         (handle,) = launcher.launch([_idle_spec(store, 30)])
         assert isinstance(handle, TaskHandle)
         deadline = time.monotonic() + 20
-        while launcher.poll([handle])[0].phase is TaskPhase.PENDING:
+        # The emulator adopts the task, checks its log group, then starts its container.
+        while not any(t.arn == handle.task_id and (t.started_at or t.stopped)
+                      for t in fargate.tasks):
             assert time.monotonic() < deadline
-            time.sleep(0.1)
-        assert launcher.poll([handle])[0].phase is TaskPhase.RUNNING
+            time.sleep(0.05)
+        (task,) = [t for t in fargate.tasks if t.arn == handle.task_id]
+        assert task.started_at and not task.stopped, task.stopped_reason
     finally:
         launcher.close()
     groups = boto("logs", fargate.moto).describe_log_groups(logGroupNamePrefix=group)
