@@ -14,6 +14,9 @@ class RequestStats:
         self.bytes_in = 0
         self.bytes_out = 0
         self.tasks_started = 0
+        # worker id -> task id of the workers a stop failed for, while they may still run
+        # (launchers write it; the ledger keeps billing them).
+        self.not_stopped: dict[str, str] = {}
 
     def count(self, operation: str, n: int = 1) -> None:
         self.requests[operation] = self.requests.get(operation, 0) + n

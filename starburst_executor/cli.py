@@ -82,8 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--vpc", help="VPC of the security group (default: the default VPC)")
     p.add_argument("--subnets", help="comma-separated subnet ids (default: the VPC's default "
                    "subnets)")
+    p.add_argument("--kms-key-id", help="KMS key of the session data (the task role may use it)")
+    p.add_argument("--adopt", action="store_true",
+                   help="take over existing resources of setup's names that lack its tag "
+                   "starburst:managed=true (otherwise setup stops at them)")
     p.add_argument("--dry-run", action="store_true",
-                   help="print the plan and every policy document; change nothing")
+                   help="print the plan, every policy document and the policy a user needs to "
+                   "run work; change nothing")
 
     p = sub.add_parser("doctor", parents=[common], help="check that a run can work",
                        description="Check credentials, region, roles, bucket, cluster, network, "
@@ -220,7 +225,7 @@ def _cmd_setup(args: argparse.Namespace) -> int:
         region=args.region, bucket=args.bucket, prefix=args.prefix,
         session_days=args.session_days, keep_images=args.keep_images,
         log_retention_days=args.log_retention_days, vpc=args.vpc, subnets=subnets,
-        config_file=args.config,
+        kms_key_id=args.kms_key_id, adopt=args.adopt, config_file=args.config,
     )
     result = setup(options, clients=_clients(args, args.region), dry_run=args.dry_run,
                    log=_say)
@@ -230,6 +235,8 @@ def _cmd_setup(args: argparse.Namespace) -> int:
             for name, document in step.documents.items():
                 print(f"\n# {step.step} {step.resource}: {name}")
                 print(json.dumps(document, indent=2, sort_keys=True))
+        print("\n# the least-privilege policy of a user who runs work once setup is done")
+        print(json.dumps(result.user_policy, indent=2))
     return EXIT_OK
 
 
@@ -394,6 +401,10 @@ def _cmd_status(args: argparse.Namespace) -> int:
         for t in report.other_tasks:
             print(f"    task {t.task_id[:12]} session {t.session_id or '?'} {t.status} "
                   f"{_age(t.age)} ${t.cost:.4f}")
+    if report.not_stopped:
+        print(f"{len(report.not_stopped)} task(s) still running with no live client to stop "
+              f"them ({', '.join(t.task_id[:12] for t in report.not_stopped)}): they bill until "
+              "they exit; stop them with `starburst cleanup`.")
     print("Cost so far counts the tasks ECS still reports (running, or stopped within an hour).")
     return EXIT_OK
 

@@ -31,6 +31,9 @@ __all__ = [
     "update_config_file",
     "store_root",
     "sessions_prefix",
+    "check_bucket_name",
+    "check_prefix",
+    "check_region",
     "BACKENDS",
 ]
 
@@ -59,6 +62,7 @@ class Config:
     cluster: str = "starburst"
     image: str | None = None
     auto_build: bool = False
+    docker_aws_credentials: bool = False  # docker backend: pass the host's AWS keys in
     subnets: tuple[str, ...] = ()
     security_groups: tuple[str, ...] = ()
     assign_public_ip: bool = True
@@ -179,6 +183,8 @@ def load_config(
     for name, value in values.items():
         try:
             converted[name] = _convert(name, value)
+        except ConfigError as exc:  # names the value already
+            raise ConfigError(f"{sources[name]}: {exc}") from None
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{sources[name]}: invalid {name}={value!r}: {exc}") from None
     return _validated(Config(**converted))
@@ -240,10 +246,17 @@ def _convert(name: str, value: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError("expected a number")
         return float(value)
-    if name in ("spot", "assign_public_ip", "auto_build", "progress", "forward_output"):
+    if name in ("spot", "assign_public_ip", "auto_build", "progress", "forward_output",
+                "docker_aws_credentials"):
         return _to_bool(value)
     if name in ("subnets", "security_groups"):
         return _to_tuple(value)
+    if name == "bucket":
+        return check_bucket_name(str(value))
+    if name == "prefix":
+        return check_prefix(str(value))
+    if name == "region":
+        return check_region(str(value))
     return str(value)
 
 
@@ -262,7 +275,67 @@ def _validated(config: Config) -> Config:
         value = getattr(config, name)
         if value is not None and not value > 0:
             raise ConfigError(f"{name} must be positive, got {value}")
+    if config.bucket is not None:
+        check_bucket_name(config.bucket)
+    check_prefix(config.prefix)
+    if config.region is not None:
+        check_region(config.region)
     return config
+
+
+_REGION = re.compile(r"^[a-z]{2}(-gov|-iso[a-z]?)?-[a-z]+-[0-9]{1,2}$")
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IP_ADDRESS = re.compile(r"^[0-9]+(\.[0-9]+){3}$")
+_BUCKET_RESERVED = (("xn--", "sthree-", "amzn-s3-demo-"), ("-s3alias", "--ol-s3", ".mrap"))
+
+
+def check_bucket_name(bucket: str) -> str:
+    """Check ``bucket`` against S3's naming rules; :class:`ConfigError` saying which one fails."""
+    if "/" in bucket or bucket.startswith("s3:"):
+        name, _, key = bucket.removeprefix("s3://").partition("/")
+        raise ConfigError(
+            f"bucket={bucket!r} is not a bucket name: a bucket name has no '/' or s3://; "
+            f"pass bucket={name!r}" + (f" and prefix={key.strip('/')!r}" if key.strip("/") else "")
+            + " (or the whole URL as store=...)")
+    rule = ""
+    if not 3 <= len(bucket) <= 63:
+        rule = "it must be 3 to 63 characters long"
+    elif not _BUCKET.match(bucket):
+        rule = ("it may hold only lowercase letters, digits, dots and hyphens, and must begin "
+                "and end with a letter or digit")
+    elif ".." in bucket or ".-" in bucket or "-." in bucket:
+        rule = "dots may not be next to each other or to a hyphen"
+    elif _IP_ADDRESS.match(bucket):
+        rule = "it may not look like an IP address"
+    elif bucket.startswith(_BUCKET_RESERVED[0]) or bucket.endswith(_BUCKET_RESERVED[1]):
+        rule = "it begins or ends with a prefix or suffix S3 reserves"
+    if rule:
+        raise ConfigError(f"bucket={bucket!r} is not a valid S3 bucket name: {rule}")
+    return bucket
+
+
+def check_prefix(prefix: str) -> str:
+    """Check a key prefix: relative, no ``.``/``..`` or empty parts, no control characters."""
+    if prefix.startswith("/"):
+        raise ConfigError(f"prefix={prefix!r} must not begin with '/': write "
+                          f"{prefix.lstrip('/')!r}")
+    parts = prefix.rstrip("/").split("/") if prefix.rstrip("/") else []
+    if any(part in ("", ".", "..") for part in parts):
+        raise ConfigError(f"prefix={prefix!r} has an empty, '.' or '..' part: write the folders "
+                          "of the key prefix, e.g. 'starburst' or 'team/alice'")
+    if len(prefix) > 200 or any(ord(c) < 32 or c in "\\\x7f" for c in prefix):
+        raise ConfigError(f"prefix={prefix!r} must be at most 200 characters with no control "
+                          "characters or backslashes")
+    return prefix
+
+
+def check_region(region: str) -> str:
+    """Check that ``region`` looks like an AWS region name (``us-east-1``, ``eu-west-3``)."""
+    if not _REGION.match(region):
+        raise ConfigError(
+            f"region={region!r} is not an AWS region name: write it like us-east-1, eu-west-1, "
+            "ap-southeast-2 (`aws ec2 describe-regions` lists them)")
+    return region
 
 
 def store_root(config: Config) -> str:

@@ -282,7 +282,8 @@ class FargateExecutor(Executor):
         """Start the manager thread (the caller holds ``self._intake.lock``)."""
         backend = self._backend
         ledger = Ledger(_price_function(self._config), self._config.max_cost,
-                        store_name=backend.store_name, launcher_name=backend.launcher_name)
+                        store_name=backend.store_name, launcher_name=backend.launcher_name,
+                        launcher_stats=backend.launcher.stats)
         settings = Settings(self._session_id, self._max_workers, self._policy, self._config,
                             delete_session=backend.delete_session)
         manager = Manager(self, self._intake, open_store(backend.store_url), backend.launcher,

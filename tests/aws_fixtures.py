@@ -68,7 +68,8 @@ def make_bucket(server: MotoServer) -> str:
 
 
 def make_cluster(server: MotoServer, log_group: str = "/starburst/workers") -> str:
-    """A cluster and the workers' log group, as `starburst setup` would leave them."""
+    """A cluster, the workers' log group and security group, as `starburst setup` would
+    leave them."""
     name = unique("sb-cluster")
     boto("ecs", server).create_cluster(clusterName=name)
     logs = boto("logs", server)
@@ -76,6 +77,13 @@ def make_cluster(server: MotoServer, log_group: str = "/starburst/workers") -> s
         logs.create_log_group(logGroupName=log_group)
     except logs.exceptions.ResourceAlreadyExistsException:
         pass
+    ec2 = boto("ec2", server)
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]
+    if not ec2.describe_security_groups(Filters=[
+            {"Name": "vpc-id", "Values": [vpc["VpcId"]]},
+            {"Name": "group-name", "Values": ["starburst-workers"]}])["SecurityGroups"]:
+        ec2.create_security_group(GroupName="starburst-workers", VpcId=vpc["VpcId"],
+                                  Description="starburst-executor workers")
     return name
 
 

@@ -119,3 +119,39 @@ def test_store_root_and_sessions_prefix() -> None:
         store_root(Config())
     with pytest.raises(ConfigError, match="starburst setup"):
         sessions_prefix(Config())
+
+
+@pytest.mark.parametrize("bucket, words", [
+    ("a/b", ["no '/'", "bucket='a'", "prefix='b'"]),
+    ("s3://mine/runs", ["bucket='mine'", "prefix='runs'"]),
+    ("ab", ["3 to 63"]),
+    ("My_Bucket", ["lowercase"]),
+    ("my..bucket", ["dots"]),
+    ("192.168.1.1", ["IP address"]),
+    ("xn--bucket", ["reserves"]),
+])
+def test_bad_bucket_names_are_refused(bucket: str, words: list[str]) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config({"bucket": bucket})
+    assert all(w in str(caught.value) for w in words), caught.value
+
+
+@pytest.mark.parametrize("prefix", ["/runs", "a/../b", "a//b", "./x", "a\\b", "a\nb"])
+def test_bad_prefixes_are_refused(prefix: str) -> None:
+    with pytest.raises(ConfigError, match="prefix="):
+        load_config({"prefix": prefix})
+
+
+@pytest.mark.parametrize("region", ["us-east", "US-EAST-1", "useast1", "us_east_1"])
+def test_bad_regions_are_refused(region: str) -> None:
+    with pytest.raises(ConfigError, match="not an AWS region name"):
+        load_config({"region": region})
+
+
+def test_good_names_pass() -> None:
+    config = load_config({"bucket": "starburst-123456789012-us-east-1", "prefix": "team/alice/",
+                          "region": "us-gov-west-1"})
+    assert config.bucket.startswith("starburst-") and config.prefix == "team/alice/"
+    assert load_config({"prefix": ""}).prefix == ""
+    with pytest.raises(ConfigError, match="STARBURST_BUCKET"):
+        load_config(env={"STARBURST_BUCKET": "a/b"})

@@ -3,7 +3,9 @@
 A call's arguments are pickled once, on their own (``payload.ArgsPickler``), when the call is
 taken for a batch; their size decides where the batch is cut (``planner.split_by_bytes``), and
 calls cut off wait in ``carry`` with their pickle for the next batch.  A function is uploaded
-once per content hash; a batch is one object.  Once its object is written, nothing of a batch
+once per content hash, and again when its upload is older than ``FUNCTION_REFRESH_SECONDS`` (a
+session may outlive the bucket's expiry rule, which deletes session objects after days); a batch
+is one object.  Once its object is written, nothing of a batch
 but its futures stays in client memory.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +32,11 @@ __all__ = ["Batch", "Batcher"]
 # A batch lost for a reason that is not its fault (Spot interruption, a worker that exited
 # idle just as work was assigned to it) is retried without using up a retry, this many times.
 _FREE_RETRIES = 5
+
+FUNCTION_REFRESH_SECONDS = 12 * 3600.0
+"""Upload a function again before a batch that uses it once its last upload is this old: half
+of the shortest expiry ``starburst setup`` can set (1 day; S3 may expire objects up to a day
+late, never early)."""
 
 
 @dataclasses.dataclass(eq=False)
@@ -56,13 +64,14 @@ class Batcher:
     """Forms and uploads new batches from the intake (the manager thread's only)."""
 
     def __init__(self, intake: Intake, store: ObjectStore, policy: BatchPolicy, *,
-                 secret: bytes) -> None:
+                 secret: bytes, clock: Callable[[], float] = time.monotonic) -> None:
         self._intake = intake
         self._secret = secret  # signs every object uploaded (payload's MAC)
         self._store = store
         self._policy = policy
+        self._clock = clock
         self._carry: collections.deque[WorkItem] = collections.deque()  # batched, not yet sent
-        self._uploaded: set[str] = set()
+        self._uploaded: dict[str, float] = {}  # function digest -> when it was last uploaded
         self._bytes_per_call: float | None = None
         self._seconds_per_call: float | None = None
         self._next_batch = 0
@@ -176,10 +185,11 @@ class Batcher:
         except SerializationError as exc:
             return exc
         digest = payload.function_digest(pickled)
-        if digest not in self._uploaded:
+        now, last = self._clock(), self._uploaded.get(digest)
+        if last is None or now - last >= FUNCTION_REFRESH_SECONDS:
             key = _keys.function_key(digest)
             self._store.put(key, payload.dump("function", pickled, key=key, secret=self._secret))
-            self._uploaded.add(digest)
+            self._uploaded[digest] = now
         digests.append(digest)
         return len(digests) - 1
 

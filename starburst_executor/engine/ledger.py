@@ -32,6 +32,8 @@ class Usage:
         task_seconds: seconds workers ran (or have run so far), summed, from launch to stop.
         cost: USD billed for those seconds (one-minute minimum per task), or ``None`` where
             nothing is billed (local and docker backends).
+        tasks_not_stopped: workers a stop failed for, which may still run and bill (each is
+            also named by a warning); counted in ``task_seconds`` and ``cost`` up to now.
     """
 
     requests: dict[str, int]
@@ -43,6 +45,7 @@ class Usage:
     tasks_launched: int
     task_seconds: float
     cost: float | None = None
+    tasks_not_stopped: int = 0
 
 
 class Ledger:
@@ -54,10 +57,14 @@ class Ledger:
         max_cost: the most USD this executor may bill, or ``None``.
         store_name: names the store's requests in ``Usage.requests`` (``"s3"``, ...).
         launcher_name: names the launcher's own requests (``"ecs"``, ...).
+        launcher_stats: the launcher's :class:`~starburst_executor._stats.RequestStats`: a
+            worker in its ``not_stopped`` is billed up to now, whatever ended its span.
     """
 
     def __init__(self, price: Callable[[float], float] | None, max_cost: float | None, *,
-                 store_name: str = "store", launcher_name: str = "launcher") -> None:
+                 store_name: str = "store", launcher_name: str = "launcher",
+                 launcher_stats: Any = None) -> None:
+        self._launcher_stats = launcher_stats
         self._price = price
         self._max_cost = max_cost
         self._store_name = store_name
@@ -89,7 +96,12 @@ class Ledger:
     def billed(self) -> tuple[float, float | None]:
         """(task seconds, USD or ``None``) so far, running workers counted up to now."""
         now = time.time()
+        unstopped = dict(getattr(self._launcher_stats, "not_stopped", None) or {})
         with self._lock:
+            for worker_id in unstopped:  # it bills until it stops: open its span again
+                span = self._spans.get(worker_id)
+                if span is not None:
+                    span[1] = 0.0
             durations = [(end or now) - start for start, end in self._spans.values()]
         seconds = sum(durations)
         if self._price is None:
@@ -142,4 +154,5 @@ class Ledger:
             tasks_launched=launcher_stats.tasks_started,
             task_seconds=task_seconds,
             cost=cost,
+            tasks_not_stopped=len(getattr(launcher_stats, "not_stopped", None) or {}),
         )

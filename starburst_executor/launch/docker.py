@@ -8,8 +8,9 @@ Fargate) and ``config.cpu`` CPUs; its log is the container's.
 Differences from Fargate, by necessity:
 
 * A ``file://`` store is bind-mounted into the container at the same absolute path, so the URL
-  works unchanged inside.  An ``s3://`` store gets the host's ``AWS_*`` variables (there is no task
-  role), and host networking when ``AWS_ENDPOINT_URL`` points at loopback (a moto server).
+  works unchanged inside.  An ``s3://`` store gets the host's region and endpoint variables, and
+  host networking when ``AWS_ENDPOINT_URL`` points at loopback (a moto server).  The host's AWS
+  credentials (there is no task role) are passed only with ``docker_aws_credentials=True``.
 * Containers run as the calling user, so what the worker writes into the store is the client's.
 * Every container carries the labels ``starburst.managed`` and ``starburst.session``:
   :meth:`DockerLauncher.close` and :func:`remove_containers` find them by label.
@@ -42,10 +43,8 @@ LABEL_WORKER = "starburst.worker"
 # ECS's own words, so that messages read the same on both backends.
 OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
 EXITED_REASON = "Essential container in task exited"
-_AWS_VARIABLES = (
-    "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
-    "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3",
-)
+_AWS_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3")
+_AWS_SECRETS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN")
 _NO_TIME = "0001-01-01T00:00:00Z"
 
 
@@ -111,12 +110,14 @@ class DockerLauncher:
         client: Any = None,
         stop_timeout: int = 5,
         build_from: Config | None = None,
+        aws_credentials: bool = False,
     ):
         self._image = WorkerImage(image, build_from, push=False)
         self.session_id = session_id
         self.memory = memory
         self.cpu = cpu
         self.stop_timeout = stop_timeout
+        self.aws_credentials = aws_credentials
         self.stats = RequestStats()
         self._client = client
         self._containers: dict[str, _Container] = {}
@@ -129,7 +130,8 @@ class DockerLauncher:
         none configured), ``config.memory`` and ``config.cpu``.  No daemon call happens here;
         ``store_url`` is taken from each worker's environment at launch."""
         return cls(config.image, session_id=session_id, memory=config.memory, cpu=config.cpu,
-                   build_from=config if config.auto_build else None)
+                   build_from=config if config.auto_build else None,
+                   aws_credentials=config.docker_aws_credentials)
 
     @property
     def image(self) -> str | None:
@@ -192,7 +194,8 @@ class DockerLauncher:
         env = {k: v for k, v in spec.env.items() if k != _keys.ENV_PARENT_PID}
         # The client's pid means nothing in the container's pid namespace; a dead client's
         # workers end by idle_timeout and are removed by label instead.
-        volumes, network_mode, extra_env = _store_access(env.get(_keys.ENV_STORE_URL, ""))
+        volumes, network_mode, extra_env = _store_access(env.get(_keys.ENV_STORE_URL, ""),
+                                                         self.aws_credentials)
         env = {**extra_env, **env}
         cpus = min(self.cpu, float(os.cpu_count() or 1))
         env[_threads.ENV_CPU_SHARE] = f"{cpus:g}"  # the thread pools' size (see _threads)
@@ -382,19 +385,42 @@ def _ecr_auth(image: str) -> dict[str, str] | None:
     return {"username": user, "password": password}
 
 
-def _store_access(url: str) -> tuple[dict[str, dict[str, str]], str, dict[str, str]]:
-    """(volumes, network mode, extra environment) that let a container open the store at url."""
+def _store_access(url: str, credentials: bool = False
+                  ) -> tuple[dict[str, dict[str, str]], str, dict[str, str]]:
+    """(volumes, network mode, extra environment) that let a container open the store at url;
+    the host's AWS credentials only with ``credentials``."""
     parsed = urlparse(url)
     if parsed.scheme == "file":
         path = unquote(parsed.path)
         return {path: {"bind": path, "mode": "rw"}}, "none", {}
     if parsed.scheme == "s3":
         extra = {k: os.environ[k] for k in _AWS_VARIABLES if os.environ.get(k)}
+        if credentials:
+            extra.update(_host_credentials())
         endpoint = extra.get("AWS_ENDPOINT_URL_S3") or extra.get("AWS_ENDPOINT_URL", "")
         host = urlparse(endpoint).hostname or ""
         loopback = host == "localhost" or host.startswith("127.") or host == "::1"
         return {}, "host" if loopback else "bridge", extra
     return {}, "bridge", {}
+
+
+def _host_credentials() -> dict[str, str]:
+    """The host's AWS credentials as ``AWS_*`` variables: the environment's, else boto3's chain
+    (profile, SSO...) frozen now; empty when there are none."""
+    found = {k: os.environ[k] for k in _AWS_SECRETS if os.environ.get(k)}
+    if found:
+        return found
+    try:
+        import boto3
+
+        credentials = boto3.Session().get_credentials()
+        if credentials is None:
+            return {}
+        frozen = credentials.get_frozen_credentials()
+    except Exception:  # no boto3, broken credentials: the container has to find its own
+        return {}
+    values = zip(_AWS_SECRETS, (frozen.access_key, frozen.secret_key, frozen.token))
+    return {k: v for k, v in values if v}
 
 
 def _timestamp(text: str | None) -> float | None:

@@ -16,6 +16,7 @@ __all__ = [
     "Names",
     "AWS_MANAGED_EXECUTION_POLICIES",
     "TASK_ROLE_POLICY_NAME",
+    "EXECUTION_ROLE_POLICY_NAME",
     "BUCKET_POLICY_SID",
     "LIFECYCLE_RULE_ID",
     "ECS_TASKS_PRINCIPAL",
@@ -33,6 +34,7 @@ AWS_MANAGED_EXECUTION_POLICIES = (
     "arn:aws:iam::aws:policy/AmazonEC2ContainerRegistryReadOnly",
 )
 TASK_ROLE_POLICY_NAME = "starburst-s3-session-data"
+EXECUTION_ROLE_POLICY_NAME = "starburst-create-log-group"
 BUCKET_POLICY_SID = "StarburstDenyInsecureTransport"
 LIFECYCLE_RULE_ID = "starburst-expire-session-data"
 ECS_TASKS_PRINCIPAL = "ecs-tasks.amazonaws.com"

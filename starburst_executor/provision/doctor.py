@@ -182,9 +182,10 @@ class _Doctor:
                 granted.extend(statements(document))
         has_attached = any(page["AttachedPolicies"] for page in iam.get_paginator(
             "list_attached_role_policies").paginate(RoleName=name))
+        key = f"arn:aws:s3:::{bucket}/{sessions_prefix(self.config)[1]}x"
         needed = {
-            "s3:GetObject": f"arn:aws:s3:::{bucket}/x",
-            "s3:PutObject": f"arn:aws:s3:::{bucket}/x",
+            "s3:GetObject": key,
+            "s3:PutObject": key,
             "s3:ListBucket": f"arn:aws:s3:::{bucket}",
         }
         missing = [a for a, r in needed.items() if not allowed(granted, a, r)]
@@ -247,7 +248,11 @@ class _Doctor:
         groups = self.clients("logs").describe_log_groups(logGroupNamePrefix=name)["logGroups"]
         group = next((g for g in groups if g["logGroupName"] == name), None)
         if group is None:
-            return [Check("log group", FAIL, f"log group {name} does not exist", SETUP)]
+            # Tasks create it (awslogs-create-group), if the execution role may.
+            return [Check("log group", WARN,
+                          f"log group {name} does not exist: each task creates it at start if "
+                          f"the execution role may (logs:CreateLogGroup; setup grants it), "
+                          "with no retention limit", SETUP)]
         keep = group.get("retentionInDays")
         return [Check("log group", OK,
                       f"{name}, " + (f"kept {keep} days" if keep else "kept forever"))]

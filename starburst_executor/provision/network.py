@@ -76,7 +76,12 @@ def _subnet_egress(config: Config, subnet: Mapping[str, Any], tables: Sequence[M
                      "set assign_public_ip=true (STARBURST_ASSIGN_PUBLIC_IP=1), or use "
                      "private subnets with a NAT gateway")
     if any(r.get("NatGatewayId") for r in routes):
-        return Check(label, OK, "NAT gateway route to the internet")
+        if config.assign_public_ip:
+            return Check(label, WARN, "NAT gateway route to the internet, yet tasks get a "
+                         "public IP they do not need",
+                         "set assign_public_ip=false (STARBURST_ASSIGN_PUBLIC_IP=0), or run "
+                         "`starburst setup`, which decides it from the routes")
+        return Check(label, OK, "NAT gateway route to the internet; tasks get no public IP")
     needed = {"ecr.api", "ecr.dkr", "s3", "logs"}
     if needed <= endpoints:
         return Check(label, OK, "VPC endpoints for ECR, S3 and CloudWatch Logs")

@@ -13,6 +13,8 @@ from .common import BUCKET_POLICY_SID, ECS_TASKS_PRINCIPAL, LIFECYCLE_RULE_ID
 __all__ = [
     "trust_policy",
     "task_role_policy",
+    "execution_role_policy",
+    "user_policy",
     "bucket_policy_statement",
     "session_lifecycle_rule",
     "ecr_lifecycle_policy",
@@ -23,40 +25,118 @@ __all__ = [
 ]
 
 
-def trust_policy() -> dict[str, Any]:
-    """Trust policy of both roles: only ECS tasks may assume them."""
+def trust_policy(account: str) -> dict[str, Any]:
+    """Trust policy of both roles: only ECS tasks of this account may assume them (the
+    ``aws:SourceAccount`` condition keeps another account's tasks from borrowing the role)."""
     return {
         "Version": "2012-10-17",
         "Statement": [{
             "Effect": "Allow",
             "Principal": {"Service": ECS_TASKS_PRINCIPAL},
             "Action": "sts:AssumeRole",
+            "Condition": {"StringEquals": {"aws:SourceAccount": account}},
         }],
     }
 
 
-def task_role_policy(bucket: str) -> dict[str, Any]:
-    """The task role's inline policy: read and write objects in the project's bucket, list it.
+def task_role_policy(bucket: str, sessions_prefix: str, kms_key_arn: str | None = None
+                     ) -> dict[str, Any]:
+    """The task role's inline policy: read and write the objects of the sessions under
+    ``sessions_prefix`` (``<prefix>/sessions/``) and list only there; use the KMS key, if any.
 
     No ``s3:DeleteObject``: workers never delete; the client deletes session data.
     """
-    return {
+    document: dict[str, Any] = {
         "Version": "2012-10-17",
         "Statement": [
             {
                 "Sid": "SessionObjects",
                 "Effect": "Allow",
                 "Action": ["s3:GetObject", "s3:PutObject"],
-                "Resource": [f"arn:aws:s3:::{bucket}/*"],
+                "Resource": [f"arn:aws:s3:::{bucket}/{sessions_prefix}*"],
             },
             {
-                "Sid": "ListSessionBucket",
+                "Sid": "ListSessions",
                 "Effect": "Allow",
                 "Action": ["s3:ListBucket"],
                 "Resource": [f"arn:aws:s3:::{bucket}"],
+                "Condition": {"StringLike": {"s3:prefix": [f"{sessions_prefix}*"]}},
             },
         ],
     }
+    if kms_key_arn:
+        document["Statement"].append(_kms_statement(kms_key_arn))
+    return document
+
+
+def _kms_statement(kms_key_arn: str) -> dict[str, Any]:
+    return {"Sid": "SessionKey", "Effect": "Allow",
+            "Action": ["kms:Decrypt", "kms:GenerateDataKey"], "Resource": [kms_key_arn]}
+
+
+def execution_role_policy(account: str, log_group: str) -> dict[str, Any]:
+    """The execution role's inline policy: create the workers' log group when it is missing
+    (the task definition says ``awslogs-create-group``), in any region."""
+    return {
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "CreateWorkerLogGroup",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogGroup"],
+            "Resource": [f"arn:aws:logs:*:{account}:log-group:{log_group}",
+                         f"arn:aws:logs:*:{account}:log-group:{log_group}:*"],
+        }],
+    }
+
+
+def user_policy(names: Any, kms_key_arn: str | None = None) -> dict[str, Any]:
+    """The least-privilege identity policy of a user who runs work once setup is done (not
+    setup itself): run, watch and stop tasks of the cluster, pass the two roles to ECS, the
+    session data, the workers' logs, and the image repository (push for ``starburst build``,
+    pull for ``backend="docker"``).
+
+    ``names``: a :class:`~.common.Names`.
+    """
+    region, account = names.region, names.account
+    ecs = f"arn:aws:ecs:{region}:{account}"
+    cluster = f"{ecs}:cluster/{names.cluster}"
+    log_group = f"arn:aws:logs:{region}:{account}:log-group:{names.log_group}"
+    statements: list[dict[str, Any]] = [
+        {"Sid": "RunWorkers", "Effect": "Allow", "Action": ["ecs:RunTask"],
+         "Resource": [f"{ecs}:task-definition/starburst-*"],
+         "Condition": {"ArnEquals": {"ecs:cluster": cluster}}},
+        {"Sid": "WatchAndStopWorkers", "Effect": "Allow",
+         "Action": ["ecs:DescribeTasks", "ecs:StopTask"],
+         "Resource": [f"{ecs}:task/{names.cluster}/*"]},
+        {"Sid": "TagWorkers", "Effect": "Allow", "Action": ["ecs:TagResource"],
+         "Resource": [f"{ecs}:task/{names.cluster}/*", f"{ecs}:task-definition/starburst-*"]},
+        {"Sid": "TaskDefinitions", "Effect": "Allow",
+         "Action": ["ecs:RegisterTaskDefinition", "ecs:DescribeTaskDefinition",
+                    "ecs:DescribeClusters", "ecs:ListTasks", "servicequotas:GetServiceQuota"],
+         "Resource": "*"},
+        {"Sid": "PassWorkerRoles", "Effect": "Allow", "Action": ["iam:PassRole"],
+         "Resource": [names.role_arn(names.execution_role), names.role_arn(names.task_role)],
+         "Condition": {"StringEquals": {"iam:PassedToService": ECS_TASKS_PRINCIPAL}}},
+        {"Sid": "SessionObjects", "Effect": "Allow",
+         "Action": ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"],
+         "Resource": [f"arn:aws:s3:::{names.bucket}/{names.sessions_prefix}*"]},
+        {"Sid": "ListSessions", "Effect": "Allow", "Action": ["s3:ListBucket"],
+         "Resource": [f"arn:aws:s3:::{names.bucket}"],
+         "Condition": {"StringLike": {"s3:prefix": [f"{names.sessions_prefix}*"]}}},
+        {"Sid": "WorkerLogs", "Effect": "Allow",
+         "Action": ["logs:GetLogEvents", "logs:FilterLogEvents"],
+         "Resource": [log_group, f"{log_group}:*"]},
+        {"Sid": "PushWorkerImage", "Effect": "Allow",
+         "Action": ["ecr:BatchCheckLayerAvailability", "ecr:BatchGetImage",
+                    "ecr:CompleteLayerUpload", "ecr:DescribeImages", "ecr:GetDownloadUrlForLayer",
+                    "ecr:InitiateLayerUpload", "ecr:PutImage", "ecr:UploadLayerPart"],
+         "Resource": [f"arn:aws:ecr:{region}:{account}:repository/{names.repository}"]},
+        {"Sid": "RegistryLogin", "Effect": "Allow", "Action": ["ecr:GetAuthorizationToken"],
+         "Resource": "*"},
+    ]
+    if kms_key_arn:
+        statements.append(_kms_statement(kms_key_arn))
+    return {"Version": "2012-10-17", "Statement": statements}
 
 
 def bucket_policy_statement(bucket: str) -> dict[str, Any]:

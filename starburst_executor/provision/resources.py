@@ -12,6 +12,7 @@ from .._aws import error_code
 from ..config import Config
 from ..errors import ConfigError
 from .common import BUCKET_POLICY_SID, LIFECYCLE_RULE_ID, is_managed, tag_list, unless_missing
+from .ownership import claim
 from .policies import (
     bucket_policy_statement,
     ecr_lifecycle_policy,
@@ -21,7 +22,9 @@ from .policies import (
 from .steps import Context, StepResult
 
 __all__ = ["ensure_bucket", "ensure_repository", "ensure_cluster", "ensure_log_group", "network",
-           "ensure_security_group"]
+           "ensure_security_group", "needs_public_ip", "kms_key_arn"]
+
+_TAG = "Key=starburst:managed,Value=true"
 
 
 # -- S3 ----------------------------------------------------------------------------------------
@@ -49,8 +52,22 @@ def ensure_bucket(ctx: Context) -> StepResult:
         if not ctx.dry_run:
             _create_bucket(ctx, documents)
         return ctx.result("bucket", f"s3://{bucket}", [], True, documents)
-    changes = _update_bucket(ctx, s3, documents)
+    changes = _claim_bucket(ctx, s3)
+    changes += _update_bucket(ctx, s3, documents)
     return ctx.result("bucket", f"s3://{bucket}", changes, False, documents)
+
+
+def _claim_bucket(ctx: Context, s3: Any) -> list[str]:
+    bucket = ctx.names.bucket
+    found = unless_missing("NoSuchTagSet", s3.get_bucket_tagging, Bucket=bucket)
+    tags = found["TagSet"] if found else []
+    others = [t for t in tags if t["Key"] != _tags.MANAGED_KEY]
+    return claim(
+        ctx, "S3 bucket", bucket, tags,
+        lambda: s3.put_bucket_tagging(Bucket=bucket, Tagging={"TagSet": others + tag_list()}),
+        tag_command=f"`aws s3api put-bucket-tagging --bucket {bucket}` with {_TAG} added to "
+                    "its tags",
+        rename="pass --bucket NAME to use (or create) another bucket")
 
 
 def _create_bucket(ctx: Context, documents: Mapping[str, Any]) -> None:
@@ -154,7 +171,12 @@ def ensure_repository(ctx: Context) -> tuple[str, StepResult]:
             )["repository"]["repositoryUri"]
             ecr.put_lifecycle_policy(repositoryName=name, lifecyclePolicyText=json.dumps(lifecycle))
         return uri, ctx.result("image repository", name, [], True, documents)
-    changes: list[str] = []
+    arn = repo["repositoryArn"]
+    changes = claim(
+        ctx, "ECR repository", name, ecr.list_tags_for_resource(resourceArn=arn).get("tags"),
+        lambda: ecr.tag_resource(resourceArn=arn, tags=tag_list()),
+        tag_command=f"`aws ecr tag-resource --resource-arn {arn} --tags {_TAG}`",
+        rename="delete or rename that repository")
     if not repo.get("imageScanningConfiguration", {}).get("scanOnPush"):
         changes.append("scan on push")
         if not ctx.dry_run:
@@ -179,7 +201,7 @@ _PROVIDERS = ["FARGATE", "FARGATE_SPOT"]
 def ensure_cluster(ctx: Context) -> StepResult:
     ecs = ctx.clients("ecs")
     name = ctx.names.cluster
-    clusters = ecs.describe_clusters(clusters=[name])["clusters"]
+    clusters = ecs.describe_clusters(clusters=[name], include=["TAGS"])["clusters"]
     cluster = next((c for c in clusters if c.get("status") == "ACTIVE"), None)
     documents = {"capacity providers": _PROVIDERS}
     if cluster is None:
@@ -191,9 +213,16 @@ def ensure_cluster(ctx: Context) -> StepResult:
                 tags=tag_list("key", "value"),
             )
         return ctx.result("cluster", name, [], True, documents)
+    arn = cluster["clusterArn"]
+    changes = claim(
+        ctx, "ECS cluster", name, cluster.get("tags"),
+        lambda: ecs.tag_resource(resourceArn=arn, tags=tag_list("key", "value")),
+        tag_command=f"`aws ecs tag-resource --resource-arn {arn} --tags "
+                    "key=starburst:managed,value=true`",
+        rename="delete that cluster, or use another one with STARBURST_CLUSTER")
     providers = list(cluster.get("capacityProviders") or [])
     missing = [p for p in _PROVIDERS if p not in providers]
-    changes = [f"add capacity providers {', '.join(missing)}"] if missing else []
+    changes += [f"add capacity providers {', '.join(missing)}"] if missing else []
     if missing and not ctx.dry_run:
         strategy = cluster.get("defaultCapacityProviderStrategy") or [
             {"capacityProvider": "FARGATE", "weight": 1}]
@@ -217,7 +246,12 @@ def ensure_log_group(ctx: Context) -> StepResult:
             logs.create_log_group(logGroupName=name, tags=dict(_tags.resource_tags()))
             logs.put_retention_policy(logGroupName=name, retentionInDays=days)
         return ctx.result("log group", name, [], True, documents)
-    changes = []
+    changes = claim(
+        ctx, "log group", name, logs.list_tags_log_group(logGroupName=name).get("tags"),
+        lambda: logs.tag_log_group(logGroupName=name, tags=dict(_tags.resource_tags())),
+        tag_command=f"`aws logs tag-log-group --log-group-name {name} --tags "
+                    "starburst:managed=true`",
+        rename="delete that log group, or use another one with STARBURST_LOG_GROUP")
     if group.get("retentionInDays") != days:
         changes.append(f"keep logs {days} days")
         if not ctx.dry_run:
@@ -238,6 +272,13 @@ def network(ctx: Context, existing: Config) -> tuple[str, list[str]]:
             raise ConfigError(f"subnets {', '.join(subnets)} must all be in one VPC"
                               + (f" ({vpc})" if vpc else ""))
         return vpcs.pop(), subnets
+    if existing.subnets and vpc is None:
+        # The subnets of an earlier run (maybe --subnets in another VPC): their VPC, not the
+        # default one, gets the security group.  Gone subnets are chosen again below.
+        known = unless_missing("InvalidSubnetID.NotFound", ec2.describe_subnets,
+                               SubnetIds=list(existing.subnets))
+        if known and known["Subnets"]:
+            return str(known["Subnets"][0]["VpcId"]), list(existing.subnets)
     if vpc is None:
         defaults = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"]
         if not defaults:
@@ -246,8 +287,6 @@ def network(ctx: Context, existing: Config) -> tuple[str, list[str]]:
                 "SUBNET_ID,... (subnets with a route to the internet, a NAT gateway, or VPC "
                 "endpoints for ECR, S3 and CloudWatch Logs)")
         vpc = str(defaults[0]["VpcId"])
-    if existing.subnets and not ctx.options.vpc:
-        return vpc, list(existing.subnets)
     found = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]
     chosen = [s for s in found if s.get("DefaultForAz")] or found
     if not chosen:
@@ -274,16 +313,16 @@ def ensure_security_group(ctx: Context, vpc: str) -> tuple[str, StepResult]:
         return group_id, ctx.result("security group", f"{name} in {vpc}", [], True, documents)
     group = groups[0]
     group_id = str(group["GroupId"])
-    changes: list[str] = []
+    changes = claim(
+        ctx, "security group", f"{name} ({group_id})", group.get("Tags"),
+        lambda: ec2.create_tags(Resources=[group_id], Tags=tag_list()),
+        tag_command=f"`aws ec2 create-tags --resources {group_id} --tags {_TAG}`",
+        rename="delete that group, or pass your own with STARBURST_SECURITY_GROUPS")
     inbound = group.get("IpPermissions") or []
     if inbound:
-        if is_managed(group.get("Tags")):
-            changes.append("remove inbound rules")
-            if not ctx.dry_run:
-                ec2.revoke_security_group_ingress(GroupId=group_id, IpPermissions=inbound)
-        else:
-            ctx.log(f"  warning: security group {group_id} has inbound rules; "
-                    "setup leaves a group it did not create as it is")
+        changes.append("remove inbound rules")
+        if not ctx.dry_run:
+            ec2.revoke_security_group_ingress(GroupId=group_id, IpPermissions=inbound)
     if not group.get("IpPermissionsEgress"):
         changes.append("allow outbound traffic")
         if not ctx.dry_run:
@@ -291,3 +330,35 @@ def ensure_security_group(ctx: Context, vpc: str) -> tuple[str, StepResult]:
                 {"IpProtocol": "-1", "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
     return group_id, ctx.result("security group", f"{name} ({group_id}) in {vpc}", changes,
                                 False, documents)
+
+
+def needs_public_ip(ctx: Context, vpc: str, subnets: list[str]) -> bool:
+    """Whether tasks in ``subnets`` get a public IP: not when every subnet's way out is a NAT
+    gateway (a public IP would only expose them); else yes, as an internet gateway needs it."""
+    ec2 = ctx.clients("ec2")
+    tables = ec2.describe_route_tables(Filters=[{"Name": "vpc-id", "Values": [vpc]}])[
+        "RouteTables"]
+    main = next((t for t in tables if any(a.get("Main") for a in t.get("Associations", []))),
+                None)
+    for subnet in subnets:
+        table = next((t for t in tables if any(a.get("SubnetId") == subnet
+                                               for a in t.get("Associations", []))), main)
+        if not any(r.get("NatGatewayId") and r.get("DestinationCidrBlock") == "0.0.0.0/0"
+                   and r.get("State") != "blackhole" for r in (table or {}).get("Routes", [])):
+            return True
+    return False
+
+
+def kms_key_arn(ctx: Context, key_id: str) -> str:
+    """The ARN of a KMS key given by id, alias or ARN (IAM policies name keys by key ARN).
+
+    Raises:
+        ConfigError: no such key in this account and region.
+    """
+    try:
+        return str(ctx.clients("kms").describe_key(KeyId=key_id)["KeyMetadata"]["Arn"])
+    except Exception as exc:
+        if error_code(exc) in ("NotFoundException", "InvalidArnException"):
+            raise ConfigError(f"KMS key {key_id!r} does not exist in {ctx.names.region}: pass "
+                              "--kms-key-id with a key of this account and region") from None
+        raise

@@ -92,9 +92,18 @@ class StatusReport:
     sessions: tuple[SessionInfo, ...]
     other_tasks: tuple[TaskInfo, ...]
 
+    @property
+    def not_stopped(self) -> tuple[TaskInfo, ...]:
+        """Tasks still running with no live client to stop them: a session that stopped its
+        heartbeat (its client ended, or could not stop them), or no known session.  They bill
+        until they exit (idle_timeout) or `starburst cleanup` stops them."""
+        dead = [t for s in self.sessions if not s.live for t in s.tasks]
+        return tuple(t for t in dead + list(self.other_tasks) if t.status != "STOPPED")
+
     def as_dict(self) -> dict[str, Any]:
         return {"sessions": [s.as_dict() for s in self.sessions],
-                "other_tasks": [t.as_dict() for t in self.other_tasks]}
+                "other_tasks": [t.as_dict() for t in self.other_tasks],
+                "not_stopped": [t.task_id for t in self.not_stopped]}
 
 
 def parse_duration(text: str) -> float:

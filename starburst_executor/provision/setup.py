@@ -2,8 +2,9 @@
 
 Each step reads the current state first and changes only what differs, so a second run makes no
 change.  With ``dry_run`` only the reads happen (Get/List/Describe/Head calls); the plan and every
-policy document are reported instead.  Only what a step creates is tagged ``starburst:managed``;
-an existing resource that was not created by setup is left untagged, so teardown never deletes it.
+policy document are reported instead.  What a step creates is tagged ``starburst:managed``, and
+only resources with that tag are changed: an untagged one of the same name stops setup, which
+says how to adopt it (``adopt``) or use another name (see :mod:`.ownership`).
 """
 
 from __future__ import annotations
@@ -14,11 +15,21 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..config import Config, config_path, load_config, read_config_file, update_config_file
+from ..config import (
+    Config,
+    check_bucket_name,
+    check_prefix,
+    check_region,
+    config_path,
+    load_config,
+    read_config_file,
+    update_config_file,
+)
 from ..errors import ConfigError
 from . import resources
 from .common import (
     AWS_MANAGED_EXECUTION_POLICIES,
+    EXECUTION_ROLE_POLICY_NAME,
     TASK_ROLE_POLICY_NAME,
     Clients,
     Log,
@@ -26,7 +37,14 @@ from .common import (
     tag_list,
     unless_missing,
 )
-from .policies import normalize_policy, task_role_policy, trust_policy
+from .ownership import claim
+from .policies import (
+    execution_role_policy,
+    normalize_policy,
+    task_role_policy,
+    trust_policy,
+    user_policy,
+)
 from .steps import UNCHANGED, Context, StepResult
 
 __all__ = ["SetupOptions", "StepResult", "SetupResult", "setup"]
@@ -46,6 +64,10 @@ class SetupOptions:
         vpc: VPC of the security group (default: the default VPC).
         subnets: subnets for the tasks (default: the VPC's default subnets, else all of them).
         repository: ECR repository name of the worker image.
+        kms_key_id: the KMS key of the session data (default: the config file's): the task role
+            may use it.
+        adopt: take over existing resources of setup's names that lack its tag (tag them, then
+            bring them up to date) instead of stopping.
         config_file: where to write the config file (default :func:`config.config_path`).
     """
 
@@ -58,6 +80,8 @@ class SetupOptions:
     vpc: str | None = None
     subnets: Sequence[str] | None = None
     repository: str = "starburst-worker"
+    kms_key_id: str | None = None
+    adopt: bool = False
     config_file: Path | None = None
 
 
@@ -69,6 +93,8 @@ class SetupResult:
     settings: Mapping[str, Any]
     config_file: Path
     dry_run: bool
+    user_policy: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    """The least-privilege policy a user needs to run work once setup is done."""
 
     @property
     def changed(self) -> bool:
@@ -99,6 +125,7 @@ def setup(
         botocore.exceptions.ClientError / BotoCoreError: an AWS call failed (the CLI explains).
     """
     options = options or SetupOptions()
+    _check_names(options)
     path = options.config_file or config_path()
     existing = _existing_config(path)
     region = options.region or existing.region
@@ -128,7 +155,8 @@ def setup(
     # ``image`` is a full reference whose tag (a hash of the environment) is known only after
     # ``starburst build``, which writes it; setup only creates the repository.
     steps.append(_write_config(ctx, path, settings))
-    result = SetupResult(tuple(steps), settings, path, dry_run)
+    result = SetupResult(tuple(steps), settings, path, dry_run,
+                         user_policy(names, ctx.kms_key_arn))
     if dry_run:
         log("Dry run: no change was made." + (
             "" if result.changed else " Everything is already set up."))
@@ -143,12 +171,17 @@ def _steps(ctx: Context, existing: Config) -> tuple[list[StepResult], dict[str, 
     """Bring every resource up to date; return the steps and the settings to write."""
     names = ctx.names
     steps: list[StepResult] = []
+    kms_key_id = ctx.options.kms_key_id or existing.kms_key_id
+    ctx.kms_key_arn = resources.kms_key_arn(ctx, kms_key_id) if kms_key_id else None
     execution_role_arn, step = _ensure_role(
-        ctx, "execution role", names.execution_role, managed=AWS_MANAGED_EXECUTION_POLICIES)
+        ctx, "execution role", names.execution_role, managed=AWS_MANAGED_EXECUTION_POLICIES,
+        inline={EXECUTION_ROLE_POLICY_NAME: execution_role_policy(names.account,
+                                                                  names.log_group)})
     steps.append(step)
     task_role_arn, step = _ensure_role(
         ctx, "task role", names.task_role,
-        inline={TASK_ROLE_POLICY_NAME: task_role_policy(names.bucket)})
+        inline={TASK_ROLE_POLICY_NAME: task_role_policy(names.bucket, names.sessions_prefix,
+                                                        ctx.kms_key_arn)})
     steps.append(step)
     steps.append(resources.ensure_bucket(ctx))
     _, step = resources.ensure_repository(ctx)
@@ -158,6 +191,7 @@ def _steps(ctx: Context, existing: Config) -> tuple[list[StepResult], dict[str, 
     vpc, subnets = resources.network(ctx, existing)
     group_id, step = resources.ensure_security_group(ctx, vpc)
     steps.append(step)
+    public_ip = resources.needs_public_ip(ctx, vpc, subnets)
     settings: dict[str, Any] = {
         "region": names.region,
         "bucket": names.bucket,
@@ -165,11 +199,24 @@ def _steps(ctx: Context, existing: Config) -> tuple[list[StepResult], dict[str, 
         "cluster": names.cluster,
         "subnets": list(subnets),
         "security_groups": [group_id],
+        "assign_public_ip": public_ip,
         "execution_role": execution_role_arn,
         "task_role": task_role_arn,
         "log_group": names.log_group,
     }
+    if kms_key_id:
+        settings["kms_key_id"] = kms_key_id
     return steps, settings
+
+
+def _check_names(options: SetupOptions) -> None:
+    """Refuse a malformed bucket, prefix or region before any AWS call."""
+    if options.bucket is not None:
+        check_bucket_name(options.bucket)
+    if options.prefix is not None:
+        check_prefix(options.prefix)
+    if options.region is not None:
+        check_region(options.region)
 
 
 def _existing_config(path: Path) -> Config:
@@ -190,7 +237,7 @@ def _ensure_role(
     inline: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[str, StepResult]:
     iam = ctx.clients("iam")
-    trust = trust_policy()
+    trust = trust_policy(ctx.names.account)
     documents: dict[str, Any] = {"trust policy": trust}
     if managed:
         documents["attached policies"] = list(managed)
@@ -214,8 +261,15 @@ def _ensure_role(
                                     PolicyDocument=json.dumps(document))
         return arn, ctx.result(step, name, [], True, documents)
     arn = role["Arn"]
+    tags = role.get("Tags") or iam.list_role_tags(RoleName=name).get("Tags")
+    changes.extend(claim(
+        ctx, "IAM role", name, tags,
+        lambda: iam.tag_role(RoleName=name, Tags=tag_list()),
+        tag_command=f"`aws iam tag-role --role-name {name} --tags Key=starburst:managed,"
+                    "Value=true`",
+        rename="delete or rename that role"))
     if normalize_policy(role["AssumeRolePolicyDocument"]) != normalize_policy(trust):
-        changes.append("reset trust policy to ecs-tasks.amazonaws.com")
+        changes.append("reset trust policy to ECS tasks of this account")
         if not ctx.dry_run:
             iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(trust))
     attached = {p["PolicyArn"] for p in _attached_policies(iam, name)}

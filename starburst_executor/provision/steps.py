@@ -41,6 +41,7 @@ class Context:
         self.options = options
         self.dry_run = dry_run
         self.log = log
+        self.kms_key_arn: str | None = None  # the session data's KMS key, once resolved
 
     def result(self, step: str, resource: str, changes: list[str], created: bool,
                documents: Mapping[str, Any] | None = None) -> StepResult:

@@ -457,6 +457,7 @@ class FargateEmulator:
             record.log_group = options["awslogs-group"]
             prefix = options.get("awslogs-stream-prefix", "")
             record.log_stream = f"{prefix}/{container_def.get('name')}/{arn.rsplit('/', 1)[-1]}"
+        logger_error = self._check_log_group(record, options)
         if moto_task.desired_status == "STOPPED" or moto_task.last_status == "STOPPED":
             self._finish(record, None, "UserInitiated", moto_task.stopped_reason or "stopped")
             return
@@ -464,6 +465,9 @@ class FargateEmulator:
         for container in moto_task.containers:
             container.last_status = "PENDING"
         if record.fault == "never_starts":
+            return
+        if logger_error:
+            self._finish(record, None, "TaskFailedToStart", logger_error)
             return
         if record.fault == "cannot_pull":
             self._finish(record, None, "TaskFailedToStart",
@@ -550,6 +554,32 @@ class FargateEmulator:
                 if container_reason:
                     container.reason = container_reason
             moto_task.last_status = "STOPPED"
+
+    def _check_log_group(self, task: EmulatedTask, options: dict[str, Any]) -> str | None:
+        """As the awslogs driver does at start: a missing group is created with
+        ``awslogs-create-group: "true"``, else the task fails to start (ECS's words)."""
+        if not task.log_group:
+            return None
+        logs = self._logs_client(task.region)
+        try:
+            found = logs.describe_log_groups(logGroupNamePrefix=task.log_group)["logGroups"]
+            if any(g["logGroupName"] == task.log_group for g in found):
+                return None
+            if options.get("awslogs-create-group") == "true":
+                logs.create_log_group(logGroupName=task.log_group)
+                return None
+        finally:
+            logs.close()
+        return ("ResourceInitializationError: failed to validate logger args: create stream "
+                "has been retried 1 times: failed to create Cloudwatch log stream: "
+                "ResourceNotFoundException: The specified log group does not exist.")
+
+    def _logs_client(self, region: str) -> Any:
+        import boto3
+
+        return boto3.client(
+            "logs", region_name=region, endpoint_url=self.moto.endpoint,
+            aws_access_key_id="testing", aws_secret_access_key="testing")
 
     def _push_logs(self, task: EmulatedTask) -> None:
         if task.container is None or not task.log_group or not task.log_stream:

@@ -96,6 +96,8 @@ def test_doctor_names_a_deleted_role_and_its_fix(aws, capsys):
     for policy in iam.list_attached_role_policies(RoleName="starburstECSExecutionRole")[
             "AttachedPolicies"]:
         iam.detach_role_policy(RoleName="starburstECSExecutionRole", PolicyArn=policy["PolicyArn"])
+    iam.delete_role_policy(RoleName="starburstECSExecutionRole",
+                           PolicyName="starburst-create-log-group")
     iam.delete_role(RoleName="starburstECSExecutionRole")
     code, out, _ = run(capsys, "doctor", "--json", "--no-docker")
     assert code == 1
@@ -273,6 +275,7 @@ def test_status_json_and_logs(aws, capsys):
     data = json.loads(out)
     assert data["sessions"][0]["session_id"] == "s1" and data["sessions"][0]["live"]
     assert data["sessions"][0]["tasks"][0]["task_id"] == task
+    assert data["not_stopped"] == []
     cwl = boto3.client("logs")
     stream = f"starburst/worker/{task}"
     cwl.create_log_stream(logGroupName="/starburst/workers", logStreamName=stream)
@@ -291,6 +294,13 @@ def test_status_json_and_logs(aws, capsys):
     written = logs(load_config(), "s1", clients=Clients("us-east-1"), follow=True,
                    write=lines.append, sleep=more, max_polls=2)
     assert written == 2 and lines[1].endswith("second line")
+    _session("s0", now - 3600, now - 3000)  # its client is gone, its task still runs
+    orphan = _run_task("s0")
+    code, out, _ = run(capsys, "status")
+    assert code == 0 and "1 task(s) still running with no live client" in out
+    assert orphan[:12] in out and "starburst cleanup" in out
+    assert json.loads(run(capsys, "status", "--json")[1])["not_stopped"] == [orphan]
+    boto3.client("ecs").stop_task(cluster="starburst", task=orphan)
 
 
 def test_build_records_the_image(aws, capsys, mocker):

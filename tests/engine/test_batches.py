@@ -85,3 +85,21 @@ def test_cancelled_calls_are_skipped() -> None:
     futures[0].cancel()
     batch = Batcher(intake, memory_store(), BatchPolicy(), secret=SECRET).form(workers=1)
     assert batch is not None and list(batch.futures) == [1]
+
+
+def test_a_function_is_uploaded_again_before_the_bucket_could_expire_it() -> None:
+    from starburst_executor.engine.batches import FUNCTION_REFRESH_SECONDS
+
+    now = [1000.0]
+    intake, _ = intake_with(_takes, [(i,) for i in range(3)])
+    for item in intake.pending:
+        item.chunksize = 1  # one call a batch
+    store = memory_store()
+    batcher = Batcher(intake, store, BatchPolicy(), secret=SECRET, clock=lambda: now[0])
+    uploaded = []
+    for later in (0.0, FUNCTION_REFRESH_SECONDS - 1, 2.0):  # first, still recent, then old
+        now[0] += later
+        assert batcher.form(workers=1) is not None
+        uploaded.append(bool(store.list("functions/")))
+        store.delete_prefix("functions/")  # what the bucket's expiry rule does
+    assert uploaded == [True, False, True]

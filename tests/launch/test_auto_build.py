@@ -90,4 +90,4 @@ def test_fargate_builds_pushes_and_runs_the_built_image(mocker: Any, fargate: Fa
 
 def test_fargate_without_image_or_auto_build_is_refused() -> None:
     with pytest.raises(ConfigError, match="starburst build"):
-        open_backend(fargate_config("c", "b", image=None), "s1")
+        open_backend(fargate_config("c", "bkt", image=None), "s1")

@@ -36,7 +36,7 @@ def _run(fargate: FargateEmulator, cluster: str, command: list[str],
             "command": ["python", "-c", "print('default command')"],
             "logConfiguration": {"logDriver": "awslogs", "options": {
                 "awslogs-group": "/emu", "awslogs-region": REGION,
-                "awslogs-stream-prefix": "p"}}}])
+                "awslogs-stream-prefix": "p", "awslogs-create-group": "true"}}}])
     answer = ecs.run_task(
         cluster=cluster, taskDefinition="emu", launchType="FARGATE", count=count,
         networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet],
@@ -222,3 +222,24 @@ def test_docker_runner_oom_kills_the_container(fargate: FargateEmulator, cluster
     task = _wait(fargate, cluster, arn, timeout=60)
     assert task["containers"][0]["exitCode"] == 137
     assert task["containers"][0]["reason"].startswith("OutOfMemoryError")
+
+
+def test_a_missing_log_group_fails_the_start_unless_the_task_may_create_it(
+        fargate: FargateEmulator, cluster: str) -> None:
+    ecs = _client("ecs", fargate)
+    subnet = _client("ec2", fargate).describe_subnets()["Subnets"][0]["SubnetId"]
+    ecs.register_task_definition(
+        family="emu-nolog", networkMode="awsvpc", requiresCompatibilities=["FARGATE"],
+        cpu="256", memory="512", containerDefinitions=[{
+            "name": "main", "image": "example/image:1", "memory": 512,
+            "command": ["python", "-c", "print('never runs')"],
+            "logConfiguration": {"logDriver": "awslogs", "options": {
+                "awslogs-group": "/emu-missing", "awslogs-region": REGION,
+                "awslogs-stream-prefix": "p"}}}])
+    (task,) = ecs.run_task(
+        cluster=cluster, taskDefinition="emu-nolog", launchType="FARGATE",
+        networkConfiguration={"awsvpcConfiguration": {"subnets": [subnet],
+                                                      "securityGroups": ["sg-1"]}})["tasks"]
+    stopped = _wait(fargate, cluster, task["taskArn"])
+    assert stopped["stopCode"] == "TaskFailedToStart"
+    assert "log group does not exist" in stopped["stoppedReason"]

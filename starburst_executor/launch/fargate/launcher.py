@@ -6,7 +6,10 @@
                   --> task definition and network (taskdef.py; looked up once)
                   --> RunTask (<= 10 tasks a call, < 20 calls/s; overrides carry the env keys)
     poll(handles) --> DescribeTasks (<= 100 tasks a call; STOPPED tasks are not asked again)
-    stop/close    --> StopTask for every task started here and not known to be stopped
+    stop/close    --> StopTask for every task started here and not known to be stopped, retried
+                      with backoff (stopping.py); a task that cannot be stopped is warned of,
+                      counted in stats.not_stopped (usage, max_cost) and reported STOPPED to
+                      the manager so no wait on it lasts forever; close() tries it once more
     capacity      --> the vCPU quota left (quotas.py): the work runs in waves that fit
     log_tail      --> CloudWatch Logs GetLogEvents on the task's awslogs stream
 
@@ -21,6 +24,7 @@ import json
 import logging
 import threading
 import time
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,7 +36,7 @@ from ...config import Config
 from ...errors import ConfigError, LaunchError, StarburstError
 from ..auto_build import WorkerImage
 from ..base import LaunchFailure, TaskHandle, TaskPhase, TaskState, WorkerSpec
-from . import quotas, sizes, taskdef
+from . import quotas, sizes, stopping, taskdef
 from .taskdef import CONTAINER_NAME, LOG_STREAM_PREFIX
 
 __all__ = ["FargateLauncher"]
@@ -74,6 +78,7 @@ class _Task:
     handle: TaskHandle
     state: TaskState
     stop_requested: bool = False
+    stop_error: str | None = None  # why StopTask failed, while the task may still run
 
 
 def _retryable(reason: str) -> bool:
@@ -356,28 +361,33 @@ class FargateLauncher:
                         record.state, phase=TaskPhase.STOPPED,
                         stopped_reason="ECS no longer knows this task (stopped long ago?)",
                         stopped_at=record.state.stopped_at or time.time())
-                states.append(record.state)
+                if record.state.phase is TaskPhase.STOPPED:
+                    self.stats.not_stopped.pop(handle.worker_id, None)
+                    states.append(record.state)
+                elif record.stop_error is not None:  # given up: see stopping.record
+                    states.append(stopping.given_up(handle, record.stop_error))
+                else:
+                    states.append(record.state)
         return states
 
-    def stop(self, handles: Sequence[TaskHandle], reason: str) -> None:
+    def stop(self, handles: Sequence[TaskHandle], reason: str, *, again: bool = False) -> None:
+        """StopTask each task not stopped or being stopped (``again``: also those a stop
+        failed for), retried with backoff for a bounded time; warn of those it fails for."""
         with self._lock:
-            todo = []
-            for handle in handles:
-                record = self._tasks.get(handle.task_id)
-                if record is not None and (record.stop_requested
-                                           or record.state.phase is TaskPhase.STOPPED):
-                    continue
-                if record is not None:
-                    record.stop_requested = True
-                todo.append(handle)
-        for handle in todo:
+            todo = stopping.claim(self._tasks, handles, again)
+        if not todo:
+            return
+        text = (reason or "stopped by starburst")[:255]
+
+        def stop_one(task_id: str) -> None:
             self._pace.wait()
-            try:
-                self._client("ecs").stop_task(cluster=self.config.cluster, task=handle.task_id,
-                                              reason=(reason or "stopped by starburst")[:255])
-            except Exception as exc:
-                # Already gone or never known: stopping is idempotent.
-                log.debug("StopTask %s: %s", handle.task_id, exc)
+            self._client("ecs").stop_task(cluster=self.config.cluster, task=task_id, reason=text)
+
+        failed = stopping.stop_tasks(stop_one, [h.task_id for h in todo])
+        with self._lock:
+            messages = stopping.record(self._tasks, self.stats, todo, failed, self.config.cluster)
+        for message in messages:
+            warnings.warn(message, RuntimeWarning, stacklevel=2)
 
     def capacity(self, wanted: int) -> int:
         if self._capacity is None:
@@ -409,7 +419,7 @@ class FargateLauncher:
             self._closed = True
             handles = [t.handle for t in self._tasks.values()]
         if handles:
-            self.stop(handles, "starburst executor shut down")
+            self.stop(handles, "starburst executor shut down", again=True)
         # The clients stay open: close() may run from an atexit hook while the manager thread
         # is mid-request with them; their connections go with the launcher.
 

@@ -6,7 +6,8 @@
                      -> family "starburst-<content hash>" -> DescribeTaskDefinition (ACTIVE: reuse)
                      -> else RegisterTaskDefinition (tagged)
     network:         config.subnets / security_groups, else the default VPC's default subnets
-                     and its "default" security group
+                     and the security group setup made there ("starburst-workers"); never the
+                     VPC's "default" group (it lets every member of the group in)
 
 Both are looked up once per launcher, at its first launch; every botocore error goes through
 :func:`starburst_executor._aws.translate`.
@@ -68,6 +69,9 @@ def task_definition_spec(config: Config, image: str, region: str, execution_role
                         "awslogs-group": config.log_group,
                         "awslogs-region": region,
                         "awslogs-stream-prefix": LOG_STREAM_PREFIX,
+                        # A missing group (deleted, another region) never keeps a task from
+                        # starting: the execution role may create it (setup grants that).
+                        "awslogs-create-group": "true",
                     },
                 },
             }
@@ -150,21 +154,29 @@ def _default_subnets(region: str, ec2: Any) -> list[str]:
     return subnets
 
 
-def _default_security_group(subnet: str, ec2: Any) -> list[str]:
+SETUP_SECURITY_GROUP = "starburst-workers"
+"""The security group ``starburst setup`` creates (no inbound rules)."""
+
+
+def _setup_security_group(subnet: str, ec2: Any) -> list[str]:
     vpc = ec2.describe_subnets(SubnetIds=[subnet])["Subnets"][0]["VpcId"]
     found = ec2.describe_security_groups(Filters=[
         {"Name": "vpc-id", "Values": [vpc]},
-        {"Name": "group-name", "Values": ["default"]},
+        {"Name": "group-name", "Values": [SETUP_SECURITY_GROUP]},
     ])
     groups = [g["GroupId"] for g in found.get("SecurityGroups", [])[:1]]
     if not groups:
-        raise ConfigError(f"no default security group in VPC {vpc}: pass security_groups=...")
+        raise ConfigError(
+            f"no security group is configured and VPC {vpc} has no {SETUP_SECURITY_GROUP!r} "
+            "group: run `starburst setup` (it creates one with no inbound rules), or pass "
+            "security_groups=... / set STARBURST_SECURITY_GROUPS (the VPC's default group is "
+            "never used)")
     return groups
 
 
 def resolve_network(config: Config, region: str, clients: Clients) -> dict[str, Any]:
     """RunTask's ``networkConfiguration``: the configured subnets and security groups, else the
-    default VPC's.
+    default VPC's default subnets and setup's security group in that VPC.
 
     Raises:
         ConfigError: no default VPC, subnets or security group to fall back on.
@@ -176,7 +188,7 @@ def resolve_network(config: Config, region: str, clients: Clients) -> dict[str, 
         if not subnets:
             subnets = _default_subnets(region, clients("ec2"))
         if not groups:
-            groups = _default_security_group(subnets[0], clients("ec2"))
+            groups = _setup_security_group(subnets[0], clients("ec2"))
     except StarburstError:
         raise
     except Exception as exc:

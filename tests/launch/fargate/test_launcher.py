@@ -55,7 +55,7 @@ def _idle_spec(store: S3Store, idle: float = 600) -> WorkerSpec:
 
 def test_from_config_validates_without_network(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there
-    config = fargate_config("c", "b")
+    config = fargate_config("c", "bkt")
     FargateLauncher.from_config(config, "s", "s3://b/p")
     with pytest.raises(ConfigError, match="starburst build"):
         FargateLauncher.from_config(config.replace(image=None), "s", "s3://b/p")
@@ -71,7 +71,7 @@ def test_from_config_validates_without_network(monkeypatch: pytest.MonkeyPatch) 
 
 def test_default_ephemeral_storage_is_not_asked_for() -> None:
     # 20 GiB come with every task; asking for 21 would bill one GiB more.
-    config = fargate_config("c", "b")
+    config = fargate_config("c", "bkt")
     assert config.ephemeral_storage == 20
     spec = taskdef.task_definition_spec(config, "img:1", REGION, "e", "t")
     assert "ephemeralStorage" not in spec
@@ -130,9 +130,9 @@ def test_networking_from_the_default_vpc_or_config(
     fargate.runner = sleeper()
     ec2 = boto("ec2", fargate.moto)
     vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]
-    default_sg = ec2.describe_security_groups(Filters=[
+    setup_sg = ec2.describe_security_groups(Filters=[
         {"Name": "vpc-id", "Values": [vpc["VpcId"]]},
-        {"Name": "group-name", "Values": ["default"]}])["SecurityGroups"][0]["GroupId"]
+        {"Name": "group-name", "Values": ["starburst-workers"]}])["SecurityGroups"][0]["GroupId"]
     launcher = FargateLauncher.from_config(fargate_config(cluster, bucket), "n", store.url)
     try:
         (handle,) = launcher.launch([_idle_spec(store, 0.2)])
@@ -154,7 +154,7 @@ def test_networking_from_the_default_vpc_or_config(
 
     tasks = ecs_backends["123456789012"][REGION].tasks[cluster]
     first = tasks[handle.task_id].network_configuration["awsvpcConfiguration"]
-    assert first["securityGroups"] == [default_sg] and first["assignPublicIp"] == "ENABLED"
+    assert first["securityGroups"] == [setup_sg] and first["assignPublicIp"] == "ENABLED"
     second = tasks[h2.task_id].network_configuration["awsvpcConfiguration"]
     assert second == {"subnets": [subnet], "securityGroups": ["sg-12345"],
                       "assignPublicIp": "DISABLED"}
@@ -362,3 +362,47 @@ def test_throttled_describe_tasks_keeps_the_last_states(
     assert fargate.proxy.injected[("ecs", "DescribeTasks")] == 2  # retried with backoff first
     assert time.monotonic() - started < 30
     launcher.close()
+
+
+def test_the_vpc_default_security_group_is_never_used(
+        fargate: FargateEmulator, cluster: str, bucket: str, store: S3Store) -> None:
+    ec2 = boto("ec2", fargate.moto)
+    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.9.1.0/24")["Subnet"]["SubnetId"]
+    launcher = FargateLauncher.from_config(fargate_config(cluster, bucket, subnets=subnet),
+                                           "nd", store.url)
+    try:
+        (failure,) = launcher.launch([_idle_spec(store, 0.2)])
+    finally:
+        launcher.close()
+    assert isinstance(failure, LaunchFailure) and not failure.retryable
+    assert "starburst setup" in failure.reason and vpc in failure.reason
+    assert "default group is never used" in failure.reason
+    assert not fargate.tasks or all(t.stopped for t in fargate.tasks)
+
+
+def test_a_missing_log_group_does_not_keep_a_task_from_starting(
+        fargate: FargateEmulator, cluster: str, bucket: str, store: S3Store) -> None:
+    fargate.runner = sleeper()
+    group = unique("/starburst/gone")
+    spec = taskdef.task_definition_spec(fargate_config(cluster, bucket, log_group=group),
+                                        "img", REGION, "arn:x", "arn:y")
+    assert spec["containerDefinitions"][0]["logConfiguration"]["options"][
+        "awslogs-create-group"] == "true"
+    launcher = FargateLauncher.from_config(fargate_config(cluster, bucket, log_group=group),
+                                           "lg", store.url)
+    try:
+        (handle,) = launcher.launch([_idle_spec(store, 30)])
+        assert isinstance(handle, TaskHandle)
+        deadline = time.monotonic() + 20
+        # The emulator adopts the task, checks its log group, then starts its container.
+        while not any(t.arn == handle.task_id and (t.started_at or t.stopped)
+                      for t in fargate.tasks):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        (task,) = [t for t in fargate.tasks if t.arn == handle.task_id]
+        assert task.started_at and not task.stopped, task.stopped_reason
+    finally:
+        launcher.close()
+    groups = boto("logs", fargate.moto).describe_log_groups(logGroupNamePrefix=group)
+    assert [g["logGroupName"] for g in groups["logGroups"]] == [group]
