@@ -40,6 +40,7 @@ from concurrent.futures import CancelledError
 from typing import Any
 
 from .. import _keys, payload
+from .._future import shield_callbacks
 from ..config import Config
 from ..errors import ExecutorBroken, SerializationError, StarburstError
 from ..launch.base import Launcher, TaskState
@@ -100,6 +101,7 @@ class Manager(threading.Thread):
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> None:
+        shield_callbacks()  # a done-callback that raises must not stop this thread
         try:
             self._loop()
         except BaseException as exc:  # a bug or a store that stopped answering
