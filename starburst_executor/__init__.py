@@ -21,6 +21,7 @@ from .errors import (
     CostLimitExceeded,
     ExecutorBroken,
     ImageError,
+    InitializerFailed,
     LaunchError,
     ObjectNotFound,
     PayloadVersionError,
@@ -74,6 +75,7 @@ __all__ = [
     "CostLimitExceeded",
     "WorkerLost",
     "ExecutorBroken",
+    "InitializerFailed",
     "ImageError",
 ]
 

@@ -1,6 +1,7 @@
 """The worker: ``python -m starburst_executor.worker``.
 
-It reads only keys and settings from its environment (see ``_keys``), then loops::
+It reads only keys and settings from its environment (see ``_keys``), runs the executor's
+initializer if there is one (``_initializer``), then loops::
 
     wait for assign/<worker id>/<seq>  --(idle_timeout passes, or a stop order)-->  exit 0
       fetch the batch and its functions (functions cached by content hash)
@@ -19,11 +20,14 @@ import random
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import _keys, payload
-from .errors import ObjectNotFound, PayloadVersionError, SerializationError, StarburstError
+from ._initializer import Initializer
+from .errors import (InitializerFailed, ObjectNotFound, PayloadVersionError, SerializationError,
+                     StarburstError)
 from .storage import ObjectStore, open_store
 
 __all__ = ["Worker", "main"]
@@ -46,6 +50,7 @@ class Worker:
         poll_min: float = 0.002,
         poll_max: float = 1.0,
         flush_bytes: int = 8 * 1024 * 1024,
+        initializer: str | None = None,
     ):
         self.store = store
         self.worker_id = worker_id
@@ -55,9 +60,12 @@ class Worker:
         self.poll_max = poll_max
         self.flush_bytes = flush_bytes
         self._functions: dict[str, Callable[..., Any]] = {}
+        self._initializer_key = initializer
+        self._initializer: Initializer | None = None
 
     def run(self) -> int:
         """Serve assignments until idle or told to stop; return the exit code."""
+        failed = self._initialize()
         seq = 0
         while True:
             assignment = self._next_assignment(seq)
@@ -67,6 +75,10 @@ class Worker:
             if assignment.stop:
                 _log(f"{self.worker_id}: stop order received, exiting")
                 return 0
+            if failed is not None:
+                # Said through the batch's results, which the client reads anyway.
+                self._fail_whole_batch(assignment, failed)
+                return 1
             self._run_batch(assignment)
             seq += 1
 
@@ -89,8 +101,31 @@ class Worker:
         fn = self._functions.get(digest)
         if fn is None:
             fn = payload.load(self.store.get(_keys.function_key(digest)), "function")
+            if self._initializer is not None:
+                self._initializer.share(fn)
             self._functions[digest] = fn
         return fn
+
+    def _initialize(self) -> BaseException | None:
+        """Run the initializer, if any; return what breaks the executor if it failed."""
+        if self._initializer_key is None:
+            return None
+        try:
+            self._initializer = Initializer.load(self.store.get(self._initializer_key))
+            failed = self._initializer.run(self.worker_id)
+        except Exception as exc:  # a module missing here, a payload of another Python
+            failed = InitializerFailed(
+                f"the initializer could not be loaded on worker {self.worker_id}: "
+                f"{type(exc).__name__}: {exc}")
+            failed.__cause__ = exc
+        if failed is not None:
+            _log("".join(traceback.format_exception(type(failed), failed, None)).rstrip())
+        return failed
+
+    def _fail_whole_batch(self, assignment: payload.Assignment, error: BaseException) -> None:
+        writer = _PartWriter(self, assignment.batch_id, assignment.attempt)
+        writer.add(payload.encode_exception(payload.WHOLE_BATCH, error, 0.0, 0.0))
+        writer.flush(final=True)
 
     def _run_batch(self, assignment: payload.Assignment) -> None:
         batch_id, attempt = assignment.batch_id, assignment.attempt
@@ -231,6 +266,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
             flush_interval=float(env.get(_keys.ENV_FLUSH_INTERVAL, "1")),
             poll_min=float(env.get(_keys.ENV_POLL_MIN, "0.002")),
             poll_max=float(env.get(_keys.ENV_POLL_MAX, "1")),
+            initializer=env.get(_keys.ENV_INITIALIZER) or None,
         )
         return worker.run()
     except StarburstError as exc:

@@ -15,6 +15,7 @@ from typing import Any
 
 from .._future import StarburstFuture
 from .._progress import ProgressBar
+from ..errors import ExecutorBroken
 
 __all__ = ["Intake", "WorkItem"]
 
@@ -46,8 +47,18 @@ class Intake:
         self.shutdown = False
         self.terminate_reason: str | None = None
         self.broken: str | None = None
+        self.broken_by: ExecutorBroken | None = None  # what failed the futures when it broke
         self.next_id = 0
         self.progress = progress
+
+    def broken_error(self) -> ExecutorBroken:
+        """A new error for a submit to a broken executor, of the type that broke it."""
+        first = self.broken_by
+        if first is None:
+            return ExecutorBroken(f"the executor stopped working: {self.broken}")
+        error = type(first)(*first.args)
+        error.__cause__ = first.__cause__
+        return error
 
     def wake(self) -> None:
         self.wakeup.set()

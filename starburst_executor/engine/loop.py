@@ -37,12 +37,13 @@ import threading
 import time
 import weakref
 from concurrent.futures import CancelledError
+from collections.abc import Callable
 from typing import Any
 
 from .. import _keys, payload
 from .._future import shield_callbacks
 from ..config import Config
-from ..errors import ExecutorBroken, SerializationError, StarburstError
+from ..errors import ExecutorBroken, InitializerFailed, SerializationError, StarburstError
 from ..launch.base import Launcher, TaskState
 from ..planner import BatchPolicy
 from ..storage import ObjectStore
@@ -63,6 +64,7 @@ class Settings:
 
     ``config`` gives the timeouts, ``max_retries`` and what ``session.json`` records.
     ``delete_session``: remove the session's objects at the end (a private temporary store).
+    ``initializer``: ``(initializer, initargs)`` that every worker runs before its first call.
     """
 
     session_id: str
@@ -70,6 +72,7 @@ class Settings:
     policy: BatchPolicy
     config: Config
     delete_session: bool = False
+    initializer: tuple[Callable[..., Any], tuple[Any, ...]] | None = None
 
 
 class Manager(threading.Thread):
@@ -89,6 +92,7 @@ class Manager(threading.Thread):
         self._config = settings.config
         self._batcher = Batcher(intake, store, settings.policy)
         self._workers = Workers(store, launcher, settings.config, settings.max_workers, ledger)
+        self._workers.initializer = settings.initializer
         self._inflight: dict[str, Batch] = {}
         self._retry: collections.deque[Batch] = collections.deque()
         self._results = ResultReader(store)
@@ -168,6 +172,8 @@ class Manager(threading.Thread):
         for record in part.records:
             if record.item_id == payload.WHOLE_BATCH:
                 _, error = payload.decode_result(record)
+                if isinstance(error, InitializerFailed):
+                    raise error  # breaks the executor, as ProcessPoolExecutor's
                 for item_id in list(batch.futures):
                     self._resolve(batch, item_id, False, error, part, None)
                 continue
@@ -199,6 +205,9 @@ class Manager(threading.Thread):
         if worker is not None and worker.batch is batch:
             worker.batch = None
             worker.idle_since = time.monotonic()
+            if worker.calls_left == 0 and worker.stop_reason is None:
+                self._workers.retire(worker, "max_tasks_per_child="
+                                     f"{self._config.max_tasks_per_child} calls done")
 
     def _fail_batch(self, batch: Batch, error: BaseException) -> None:
         for future in batch.futures.values():
@@ -285,11 +294,15 @@ class Manager(threading.Thread):
 
     def _assign_next(self, worker: Worker) -> bool:
         """Give ``worker`` the next batch, if there is one."""
-        if self._retry:
+        limit = worker.calls_left  # max_tasks_per_child: no batch takes it past its last call
+        if self._retry and (limit is None or len(self._retry[0].futures) <= limit):
             batch = self._retry.popleft()
         else:
-            formed = self._batcher.form(self._workers.share)
+            formed = self._batcher.form(self._workers.share, limit)
             if formed is None:
+                if self._retry:  # a retry too large for what it has left: a fresh worker's
+                    self._workers.retire(worker, "max_tasks_per_child: too few calls left "
+                                                 "for the batch to retry")
                 return False
             self._ledger.batches += 1
             batch = formed
@@ -322,10 +335,13 @@ class Manager(threading.Thread):
             text = f"{type(exc).__name__}: {exc}"
         else:
             text = f"internal error {type(exc).__name__}: {exc} (please report it)"
-        with self._intake.lock:
-            self._intake.broken = text
         error = ExecutorBroken(f"the executor stopped working: {text}")
         error.__cause__ = exc
+        if isinstance(exc, ExecutorBroken):  # says itself why (InitializerFailed)
+            text, error = str(exc), exc
+        with self._intake.lock:
+            self._intake.broken = text
+            self._intake.broken_by = error
         self._drain(error, cancel_pending=False)
 
     def _drain(self, error: BaseException, *, cancel_pending: bool) -> None:
