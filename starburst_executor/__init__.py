@@ -21,6 +21,7 @@ from .errors import (
     CostLimitExceeded,
     ExecutorBroken,
     ImageError,
+    InitializerFailed,
     IntegrityError,
     LaunchError,
     ObjectNotFound,
@@ -76,6 +77,7 @@ __all__ = [
     "CostLimitExceeded",
     "WorkerLost",
     "ExecutorBroken",
+    "InitializerFailed",
     "ImageError",
 ]
 

@@ -1,14 +1,30 @@
-"""The Future this executor returns: a stdlib Future that also says where its call ran."""
+"""The Future this executor returns: a stdlib Future that also says where its call ran.
+
+Its done-callbacks never break the thread that resolves it once that thread called
+:func:`shield_callbacks` (the manager thread does): whatever a callback raises, ``SystemExit``
+and ``KeyboardInterrupt`` included, is logged as the stdlib logs callback exceptions, and the
+next callbacks still run.  Elsewhere (a user's thread calling ``cancel()``) the stdlib rules hold.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+import logging
+import threading
 from concurrent.futures import Future
 from typing import Any, TypeVar
 
-__all__ = ["CallMetadata", "StarburstFuture"]
+__all__ = ["CallMetadata", "StarburstFuture", "shield_callbacks"]
 
 T = TypeVar("T")
+
+_LOGGER = logging.getLogger("concurrent.futures")
+_shielded = threading.local()
+
+
+def shield_callbacks() -> None:
+    """From now on, done-callbacks run by this thread never raise into it (see the module)."""
+    _shielded.on = True
 
 
 @dataclasses.dataclass(slots=True)
@@ -62,6 +78,18 @@ class StarburstFuture(Future[T]):
     def __init__(self, metadata: CallMetadata):
         super().__init__()
         self.metadata = metadata
+
+    def _invoke_callbacks(self) -> None:
+        # The stdlib logs an Exception and goes on, but lets SystemExit or KeyboardInterrupt
+        # escape, which would end the thread that resolves every future of the executor.
+        if not getattr(_shielded, "on", False):
+            super()._invoke_callbacks()  # type: ignore[misc]
+            return
+        for callback in self._done_callbacks:  # type: ignore[attr-defined]
+            try:
+                callback(self)
+            except BaseException:
+                _LOGGER.exception("exception calling callback for %r", self)
 
     def __repr__(self) -> str:
         base = super().__repr__()

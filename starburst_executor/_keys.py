@@ -4,6 +4,7 @@
 
     session.json                          who, when, which versions (for status and cleanup)
     functions/<sha256>                    a pickled callable, once per content hash
+    initializer/<sha256>                  the pickled (initializer, initargs), once per executor
     batches/<batch id>                    the calls of one batch
     assign/<worker id>/<seq>              JSON: the worker's seq-th assignment, or a stop order
     results/<batch id>.<attempt>.<part>   results of some calls of a batch, written as they finish
@@ -15,6 +16,7 @@ __all__ = [
     "SESSION",
     "RESULTS_PREFIX",
     "function_key",
+    "initializer_key",
     "batch_key",
     "assign_key",
     "result_key",
@@ -34,10 +36,15 @@ ENV_POLL_MIN = "STARBURST_POLL_MIN"
 ENV_POLL_MAX = "STARBURST_POLL_MAX"
 ENV_PARENT_PID = "STARBURST_PARENT_PID"
 ENV_CAPTURE_OUTPUT = "STARBURST_CAPTURE_OUTPUT"  # "0": leave calls' output in the log
+ENV_INITIALIZER = "STARBURST_INITIALIZER"  # the key of the initializer, when there is one
 
 
 def function_key(digest: str) -> str:
     return f"functions/{digest}"
+
+
+def initializer_key(digest: str) -> str:
+    return f"initializer/{digest}"
 
 
 def batch_key(batch_id: str) -> str:

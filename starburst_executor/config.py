@@ -77,6 +77,7 @@ class Config:
     max_cost: float | None = None
     progress: bool = False
     forward_output: bool = True
+    max_tasks_per_child: int | None = None  # a worker exits after this many calls
 
     def replace(self, **changes: Any) -> Config:
         """Return a copy with ``changes`` applied and validated."""
@@ -238,7 +239,7 @@ def _to_tuple(value: Any) -> tuple[str, ...]:
 def _convert(name: str, value: Any) -> Any:
     if name == "memory":
         return parse_memory(value)
-    if name in ("max_workers", "ephemeral_storage", "max_retries"):
+    if name in ("max_workers", "ephemeral_storage", "max_retries", "max_tasks_per_child"):
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError("expected a whole number")
         return int(value)
@@ -269,6 +270,9 @@ def _validated(config: Config) -> Config:
         )
     if config.max_workers is not None and config.max_workers < 1:
         raise ConfigError(f"max_workers must be at least 1, got {config.max_workers}")
+    if config.max_tasks_per_child is not None and config.max_tasks_per_child < 1:
+        raise ConfigError(
+            f"max_tasks_per_child must be at least 1, got {config.max_tasks_per_child}")
     if config.max_retries < 0:
         raise ConfigError(f"max_retries must be 0 or more, got {config.max_retries}")
     for name in ("idle_timeout", "start_timeout", "task_timeout", "max_cost", "cpu"):

@@ -16,6 +16,7 @@
      +-- CostLimitExceeded                      work refused by ``max_cost``
      +-- WorkerLost (also BrokenExecutor)       a worker died with work that could not be retried
      +-- ExecutorBroken (also BrokenExecutor)   the executor itself failed; it takes no more work
+          +-- InitializerFailed                 the workers' initializer raised (as ProcessPool)
 
 Every message says what to do next.  ``WorkerLost`` is raised on the futures of the lost batch
 only; the executor stays usable.
@@ -40,6 +41,7 @@ __all__ = [
     "CostLimitExceeded",
     "WorkerLost",
     "ExecutorBroken",
+    "InitializerFailed",
     "RemoteTraceback",
 ]
 
@@ -170,6 +172,12 @@ class WorkerLost(StarburstError, BrokenExecutor):
 class ExecutorBroken(StarburstError, BrokenExecutor):
     """The executor's manager failed (the store became unreachable, say); the message says why.
     Every unfinished future gets this error and new submits raise it."""
+
+
+class InitializerFailed(ExecutorBroken):
+    """The ``initializer`` raised in a worker; the message names its exception, whose remote
+    traceback is the ``__cause__``.  As with ``ProcessPoolExecutor``, the executor is broken:
+    every unfinished future gets this error and new submits raise it."""
 
 
 class RemoteTraceback(Exception):

@@ -32,7 +32,6 @@ from ._future import CallMetadata, StarburstFuture
 from ._progress import ProgressBar
 from .config import Config, load_config
 from .engine import Intake, Ledger, Manager, Settings, Usage, WorkItem
-from .errors import ExecutorBroken
 from .launch import open_backend
 from .planner import BatchPolicy
 from .storage import open_store
@@ -67,9 +66,21 @@ class FargateExecutor(Executor):
     :class:`~starburst_executor.config.Config`).  No network call happens here: workers start
     at the first ``submit``.
 
+    The first four arguments are ``ProcessPoolExecutor``'s, in its order.
+
     Args:
         max_workers: the most workers running at once (Fargate tasks, containers or
             processes).  Default: 10 on Fargate, the number of CPUs locally.
+        mp_context: accepted for ``ProcessPoolExecutor`` compatibility; it has no effect
+            (workers are Fargate tasks or fresh processes, never forked from this one).
+        initializer: called as ``initializer(*initargs)`` once in each worker before its
+            first call; the globals it assigns are seen by the calls, also for functions
+            defined in ``__main__``.  If it raises, the executor is broken, as
+            ``ProcessPoolExecutor``'s: unfinished futures fail with
+            :class:`~starburst_executor.errors.InitializerFailed` and so do later submits.
+        initargs: the arguments of ``initializer``, pickled once.
+        max_tasks_per_child: a worker exits after this many calls and a fresh one (which runs
+            the initializer again) takes over; batches are never larger.  Default: no limit.
         cpu: vCPUs per worker (Fargate: 0.25, 0.5, 1, 2, 4, 8 or 16).
         memory: memory per worker, e.g. ``"8GB"``, ``"512MiB"`` or a number of MiB.
         backend: ``"fargate"``, ``"local"`` (worker subprocesses here) or ``"docker"`` (the
@@ -86,17 +97,25 @@ class FargateExecutor(Executor):
     def __init__(
         self,
         max_workers: int | None = None,
+        mp_context: Any = None,
+        initializer: Callable[..., Any] | None = None,
+        initargs: Iterable[Any] = (),
         *,
+        max_tasks_per_child: int | None = None,
         cpu: float | None = None,
         memory: str | int | None = None,
         backend: str | None = None,
         progress: bool | None = None,
         **settings: Any,
     ) -> None:
+        if initializer is not None and not callable(initializer):
+            raise TypeError("initializer must be a callable")
         config = load_config(
             {"max_workers": max_workers, "cpu": cpu, "memory": memory, "backend": backend,
-             "progress": progress, **settings}
+             "progress": progress, "max_tasks_per_child": max_tasks_per_child, **settings}
         )
+        del mp_context  # no effect: see the docstring
+        self._initializer = None if initializer is None else (initializer, tuple(initargs))
         self._config = config
         self._max_workers = config.max_workers or _DEFAULT_WORKERS.get(
             config.backend, os.cpu_count() or 1)
@@ -248,7 +267,7 @@ class FargateExecutor(Executor):
         intake = self._intake
         with intake.lock:
             if intake.broken:
-                raise ExecutorBroken(f"the executor stopped working: {intake.broken}")
+                raise intake.broken_error()
             if intake.shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")
             if _interpreter_exiting:
@@ -285,7 +304,8 @@ class FargateExecutor(Executor):
                         store_name=backend.store_name, launcher_name=backend.launcher_name,
                         launcher_stats=backend.launcher.stats)
         settings = Settings(self._session_id, self._max_workers, self._policy, self._config,
-                            delete_session=backend.delete_session)
+                            delete_session=backend.delete_session,
+                            initializer=self._initializer)
         manager = Manager(self, self._intake, open_store(backend.store_url), backend.launcher,
                           ledger, settings)
         manager.start()

@@ -1,7 +1,8 @@
 """The worker: ``python -m starburst_executor.worker``.
 
 It reads keys and settings from its environment (see ``_keys``), and the session secret that
-authenticates every object it reads and writes (see ``_auth``), then loops::
+authenticates every object it reads and writes (see ``_auth``), runs the executor's initializer
+if there is one (``_initializer``), then loops::
 
     wait for assign/<worker id>/<seq>  --(idle_timeout passes, or a stop order)-->  exit 0
       fetch the batch and its functions (functions cached by content hash)
@@ -23,11 +24,14 @@ import random
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
 from . import _auth, _keys, _output, _pickling, _threads, payload
+from ._initializer import Initializer
 from .errors import (
+    InitializerFailed,
     IntegrityError,
     ObjectNotFound,
     PayloadVersionError,
@@ -60,6 +64,7 @@ class Worker:
         poll_max: float = 1.0,
         flush_bytes: int = 8 * 1024 * 1024,
         capture_output: bool = True,
+        initializer: str | None = None,
     ):
         self.store = store
         self.worker_id = worker_id
@@ -71,6 +76,8 @@ class Worker:
         self.flush_bytes = flush_bytes
         self._functions: dict[str, Callable[..., Any]] = {}
         self._output = _output.OutputCapture() if capture_output else None
+        self._initializer_key = initializer
+        self._initializer: Initializer | None = None
 
     def run(self) -> int:
         """Serve assignments until idle or told to stop; return the exit code."""
@@ -80,6 +87,7 @@ class Worker:
             return self._serve()
 
     def _serve(self) -> int:
+        failed = self._initialize()
         seq = 0
         while True:
             assignment = self._next_assignment(seq)
@@ -89,6 +97,10 @@ class Worker:
             if assignment.stop:
                 _log(f"{self.worker_id}: stop order received, exiting")
                 return 0
+            if failed is not None:
+                # Said through the batch's results, which the client reads anyway.
+                self._fail_whole_batch(assignment, failed)
+                return 1
             self._run_batch(assignment)
             seq += 1
 
@@ -115,8 +127,32 @@ class Worker:
         if fn is None:
             key = _keys.function_key(digest)
             fn = payload.load(self.store.get(key), "function", key=key, secret=self.secret)
+            if self._initializer is not None:
+                self._initializer.share(fn)
             self._functions[digest] = fn
         return fn
+
+    def _initialize(self) -> BaseException | None:
+        """Run the initializer, if any; return what breaks the executor if it failed."""
+        if self._initializer_key is None:
+            return None
+        try:
+            key = self._initializer_key
+            self._initializer = Initializer.load(self.store.get(key), key=key, secret=self.secret)
+            failed = self._initializer.run(self.worker_id)
+        except Exception as exc:  # a module missing here, a payload of another Python
+            failed = InitializerFailed(
+                f"the initializer could not be loaded on worker {self.worker_id}: "
+                f"{type(exc).__name__}: {exc}")
+            failed.__cause__ = exc
+        if failed is not None:
+            _log("".join(traceback.format_exception(type(failed), failed, None)).rstrip())
+        return failed
+
+    def _fail_whole_batch(self, assignment: payload.Assignment, error: BaseException) -> None:
+        writer = _PartWriter(self, assignment.batch_id, assignment.attempt)
+        writer.add(payload.encode_exception(payload.WHOLE_BATCH, error, 0.0, 0.0))
+        writer.flush(final=True)
 
     def _run_batch(self, assignment: payload.Assignment) -> None:
         batch_id, attempt = assignment.batch_id, assignment.attempt
@@ -276,6 +312,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
             poll_min=float(env.get(_keys.ENV_POLL_MIN, "0.002")),
             poll_max=float(env.get(_keys.ENV_POLL_MAX, "1")),
             capture_output=env.get(_keys.ENV_CAPTURE_OUTPUT, "1") != "0",
+            initializer=env.get(_keys.ENV_INITIALIZER) or None,
         )
         return worker.run()
     except StarburstError as exc:

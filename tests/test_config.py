@@ -68,7 +68,7 @@ def test_unknown_keyword_lists_valid_names() -> None:
     "overrides, match",
     [({"backend": "lambda"}, "backend"), ({"architecture": "arm"}, "architecture"),
      ({"max_workers": 0}, "max_workers"), ({"max_retries": -1}, "max_retries"),
-     ({"idle_timeout": 0}, "idle_timeout")],
+     ({"idle_timeout": 0}, "idle_timeout"), ({"max_tasks_per_child": 0}, "max_tasks_per_child")],
 )
 def test_invalid_settings(overrides: dict[str, object], match: str) -> None:
     with pytest.raises(ConfigError, match=match):

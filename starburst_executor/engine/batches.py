@@ -86,10 +86,11 @@ class Batcher:
         spc = self._seconds_per_call
         self._seconds_per_call = seconds if spc is None else 0.8 * spc + 0.2 * seconds
 
-    def form(self, workers: int) -> Batch | None:
-        """Upload the next batch for ``workers`` sharing the work; ``None`` when none is left."""
+    def form(self, workers: int, limit: int | None = None) -> Batch | None:
+        """Upload the next batch for ``workers`` sharing the work, of at most ``limit`` calls;
+        ``None`` when none is left."""
         while True:
-            items = self._take_items(workers)
+            items = self._take_items(workers, limit)
             if not items:
                 return None
             batch = self._upload(items)
@@ -106,7 +107,7 @@ class Batcher:
             self._intake.settle(item.future, False, error)
         self._carry.clear()
 
-    def _take_items(self, workers: int) -> list[WorkItem]:
+    def _take_items(self, workers: int, limit: int | None = None) -> list[WorkItem]:
         """Move the next batch's worth of calls out of the queue and mark them running.
 
         Calls cut off an earlier batch (``_carry``, already running) go first.
@@ -126,6 +127,8 @@ class Batcher:
             if self._bytes_per_call and chunksize is None:
                 fit = int(self._policy.max_batch_bytes / self._bytes_per_call)
                 size = max(1, min(size, fit))
+            if limit is not None:
+                size = min(size, limit)
             items: list[WorkItem] = []
             while source and len(items) < size and source[0].chunksize == chunksize:
                 item = source.popleft()

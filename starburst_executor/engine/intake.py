@@ -9,12 +9,13 @@ from __future__ import annotations
 import collections
 import dataclasses
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from concurrent.futures import InvalidStateError
 from typing import Any
 
 from .._future import StarburstFuture
 from .._progress import ProgressBar
+from ..errors import ExecutorBroken
 
 __all__ = ["Intake", "WorkItem"]
 
@@ -46,8 +47,18 @@ class Intake:
         self.shutdown = False
         self.terminate_reason: str | None = None
         self.broken: str | None = None
+        self.broken_by: ExecutorBroken | None = None  # what failed the futures when it broke
         self.next_id = 0
         self.progress = progress
+
+    def broken_error(self) -> ExecutorBroken:
+        """A new error for a submit to a broken executor, of the type that broke it."""
+        first = self.broken_by
+        if first is None:
+            return ExecutorBroken(f"the executor stopped working: {self.broken}")
+        error = type(first)(*first.args)
+        error.__cause__ = first.__cause__
+        return error
 
     def wake(self) -> None:
         self.wakeup.set()
@@ -63,3 +74,8 @@ class Intake:
             pass
         if self.progress is not None:
             self.progress.done()
+
+    def settle_all(self, futures: Iterable[StarburstFuture[Any]], error: BaseException) -> None:
+        """Fail each of ``futures`` with ``error`` (once each)."""
+        for future in futures:
+            self.settle(future, False, error)

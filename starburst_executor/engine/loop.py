@@ -37,12 +37,19 @@ import threading
 import time
 import weakref
 from concurrent.futures import CancelledError
+from collections.abc import Callable
 from typing import Any
 
 from .. import _auth, _keys, _output, payload
-from .._future import CallMetadata
+from .._future import CallMetadata, shield_callbacks
 from ..config import Config
-from ..errors import ExecutorBroken, IntegrityError, StarburstError, StoreError
+from ..errors import (
+    ExecutorBroken,
+    InitializerFailed,
+    IntegrityError,
+    StarburstError,
+    StoreError,
+)
 from ..launch.base import Launcher, TaskState
 from ..planner import BatchPolicy
 from ..storage import ObjectStore
@@ -64,6 +71,7 @@ class Settings:
     ``config`` gives the timeouts, ``max_retries`` and what ``session.json`` records.
     ``delete_session``: remove the session's objects at the end (a private temporary store).
     ``secret``: signs and checks every object (payload's MAC); kept in memory, never stored.
+    ``initializer``: ``(initializer, initargs)`` that every worker runs before its first call.
     """
 
     session_id: str
@@ -72,6 +80,7 @@ class Settings:
     config: Config
     delete_session: bool = False
     secret: bytes = dataclasses.field(default_factory=_auth.new_secret, repr=False)
+    initializer: tuple[Callable[..., Any], tuple[Any, ...]] | None = None
 
 
 class Manager(threading.Thread):
@@ -92,6 +101,7 @@ class Manager(threading.Thread):
         self._batcher = Batcher(intake, store, settings.policy, secret=settings.secret)
         self._workers = Workers(store, launcher, settings.config, settings.max_workers, ledger,
                                 secret=settings.secret)
+        self._workers.initializer = settings.initializer
         self._inflight: dict[str, Batch] = {}
         self._retry: collections.deque[Batch] = collections.deque()
         self._results = ResultReader(store, secret=settings.secret)
@@ -104,6 +114,7 @@ class Manager(threading.Thread):
     # -- the loop ---------------------------------------------------------------------------
 
     def run(self) -> None:
+        shield_callbacks()  # a done-callback that raises must not stop this thread
         try:
             self._loop()
         except BaseException as exc:  # a bug or a store that stopped answering
@@ -183,6 +194,8 @@ class Manager(threading.Thread):
         for record in part.records:
             if record.item_id == payload.WHOLE_BATCH:
                 _, error = payload.decode_result(record)
+                if isinstance(error, InitializerFailed):
+                    raise error  # breaks the executor, as ProcessPoolExecutor's
                 if isinstance(error, IntegrityError):
                     self._batcher.forget_uploads()  # a function object may be bad: send anew
                 for item_id in list(batch.futures):
@@ -212,10 +225,10 @@ class Manager(threading.Thread):
         if worker is not None and worker.batch is batch:
             worker.batch = None
             worker.idle_since = time.monotonic()
+            self._workers.retire_if_spent(worker)
 
     def _fail_batch(self, batch: Batch, error: BaseException) -> None:
-        for future in batch.futures.values():
-            self._intake.settle(future, False, error)
+        self._intake.settle_all(batch.futures.values(), error)
         batch.futures.clear()
         self._complete(batch)
 
@@ -299,11 +312,15 @@ class Manager(threading.Thread):
 
     def _assign_next(self, worker: Worker) -> bool:
         """Give ``worker`` the next batch, if there is one."""
-        if self._retry:
+        limit = worker.calls_left  # max_tasks_per_child: no batch takes it past its last call
+        if self._retry and (limit is None or len(self._retry[0].futures) <= limit):
             batch = self._retry.popleft()
         else:
-            formed = self._batcher.form(self._workers.share)
+            formed = self._batcher.form(self._workers.share, limit)
             if formed is None:
+                if self._retry:  # a retry too large for what it has left: a fresh worker's
+                    self._workers.retire(worker, "max_tasks_per_child: too few calls left "
+                                                 "for the batch to retry")
                 return False
             self._ledger.batches += 1
             batch = formed
@@ -332,14 +349,10 @@ class Manager(threading.Thread):
                                    "finished"), cancel_pending=True)
 
     def _break(self, exc: BaseException) -> None:
-        if isinstance(exc, StarburstError):
-            text = f"{type(exc).__name__}: {exc}"
-        else:
-            text = f"internal error {type(exc).__name__}: {exc} (please report it)"
+        text, error = _why_broken(exc)
         with self._intake.lock:
             self._intake.broken = text
-        error = ExecutorBroken(f"the executor stopped working: {text}")
-        error.__cause__ = exc
+            self._intake.broken_by = error
         self._drain(error, cancel_pending=False)
 
     def _drain(self, error: BaseException, *, cancel_pending: bool) -> None:
@@ -418,3 +431,16 @@ def _note_result(meta: CallMetadata, item_id: int, attempt: int, part: payload.R
         if record.output:  # written before the future resolves, so it reads in order
             meta.output = record.output
             _output.write_output(item_id, record.output)
+
+
+def _why_broken(exc: BaseException) -> tuple[str, ExecutorBroken]:
+    """(why the executor broke, the error its futures and later submits get) for ``exc``."""
+    if isinstance(exc, ExecutorBroken):  # says itself why (InitializerFailed)
+        return str(exc), exc
+    if isinstance(exc, StarburstError):
+        text = f"{type(exc).__name__}: {exc}"
+    else:
+        text = f"internal error {type(exc).__name__}: {exc} (please report it)"
+    error = ExecutorBroken(f"the executor stopped working: {text}")
+    error.__cause__ = exc
+    return text, error

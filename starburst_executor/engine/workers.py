@@ -10,8 +10,11 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
+from collections.abc import Callable
+from typing import Any
 
 from .. import _auth, _keys, payload
+from .._initializer import pickle_initializer
 from ..config import Config
 from ..errors import LaunchError, WorkerLost
 from ..launch.base import LaunchFailure, Launcher, TaskHandle, TaskPhase, TaskState, WorkerSpec
@@ -34,6 +37,7 @@ class Worker:
     warm: bool = False  # it has sent results, so it is running
     idle_since: float | None = None
     stop_reason: str | None = None
+    calls_left: int | None = None  # before max_tasks_per_child retires it (None: no limit)
 
 
 class Workers:
@@ -64,6 +68,9 @@ class Workers:
         self._launch_not_before = 0.0
         self._launch_backoff = 0.0
         self._launch_failing_since: float | None = None
+        # (initializer, initargs) of every worker, put in the store at the first launch.
+        self.initializer: tuple[Callable[..., Any], tuple[Any, ...]] | None = None
+        self._initializer_key: str | None = None
 
     def __len__(self) -> int:
         return len(self._workers)
@@ -100,9 +107,14 @@ class Workers:
     def launch(self, count: int) -> tuple[list[Worker], LaunchError | None]:
         """Start ``count`` workers; return those started and an error to fail the work with,
         if workers cannot be started at all."""
+        if self.initializer is not None and self._initializer_key is None:
+            key, data = pickle_initializer(*self.initializer, secret=self._secret)
+            self._store.put(key, data)
+            self._initializer_key = key
         new = []
         for _ in range(count):
-            new.append(Worker(f"w{self._next_worker:05d}", time.monotonic()))
+            new.append(Worker(f"w{self._next_worker:05d}", time.monotonic(),
+                              calls_left=self._config.max_tasks_per_child))
             self._next_worker += 1
         results = self._launcher.launch([WorkerSpec(w.worker_id, self._env(w)) for w in new])
         error = None
@@ -138,7 +150,9 @@ class Workers:
         return None
 
     def _env(self, worker: Worker) -> dict[str, str]:
-        return {
+        env = {} if self._initializer_key is None else {
+            _keys.ENV_INITIALIZER: self._initializer_key}
+        return env | {
             _keys.ENV_STORE_URL: self._store.url,
             _keys.ENV_WORKER_ID: worker.worker_id,
             _keys.ENV_IDLE_TIMEOUT: f"{self._config.idle_timeout:g}",
@@ -161,6 +175,8 @@ class Workers:
         worker.seq += 1
         worker.batch = batch
         worker.idle_since = None
+        if worker.calls_left is not None:
+            worker.calls_left -= len(batch.futures)  # the calls it runs: not those in skip
         for future in batch.futures.values():
             future.metadata.attempts = batch.attempt
             future.metadata.worker_id = worker.worker_id
@@ -169,7 +185,8 @@ class Workers:
 
     def watch(self) -> list[tuple[Worker, TaskState]]:
         """Poll the workers holding a batch; stop those that hang; return those that stopped."""
-        watched = [w for w in self._workers.values() if w.handle is not None and w.batch]
+        watched = [w for w in self._workers.values()
+                   if w.handle is not None and (w.batch or w.stop_reason is not None)]
         if not watched:
             self._forget_idle()
             return []
@@ -204,6 +221,20 @@ class Workers:
         """Forget a worker that stopped."""
         self._workers.pop(worker.worker_id, None)
         self._ledger.end_span(worker.worker_id, state.stopped_at)
+
+    def retire_if_spent(self, worker: Worker) -> None:
+        """Retire ``worker`` if it ran its ``max_tasks_per_child`` calls."""
+        if worker.calls_left == 0 and worker.stop_reason is None:
+            self.retire(worker, f"max_tasks_per_child={self._config.max_tasks_per_child} "
+                                "calls done")
+
+    def retire(self, worker: Worker, reason: str) -> None:
+        """Tell an idle worker to exit (a stop order, its next assignment): it takes no more
+        work and a fresh worker takes over.  It is watched until it stopped."""
+        key = _keys.assign_key(worker.worker_id, worker.seq)
+        self._store.put(key, payload.Assignment(stop=True).encode(key=key, secret=self._secret))
+        worker.seq += 1
+        worker.stop_reason = reason
 
     def stop(self, worker: Worker, reason: str) -> None:
         worker.stop_reason = reason

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 from starburst_executor import _keys, payload
+from starburst_executor._future import CallMetadata, StarburstFuture
 from starburst_executor.config import load_config
 from starburst_executor.engine import Ledger
 from starburst_executor.engine.batches import Batch
@@ -72,3 +73,30 @@ def test_each_worker_gets_the_session_secret_which_no_repr_shows() -> None:
     spec = launcher.started[0]
     assert _auth.secret_from_env(spec.env[_auth.ENV_SECRET]) == SECRET
     assert SECRET.hex() not in repr(spec)
+
+
+def test_the_initializer_is_put_once_and_its_key_travels_to_every_worker() -> None:
+    launcher = ScriptedLauncher()
+    workers, _ = _workers(launcher)
+    workers.initializer = (print, ("hello",))
+    workers.launch(1)
+    workers.launch(1)
+    keys = workers._store.list("initializer/")
+    assert len(keys) == 1
+    assert {spec.env[_keys.ENV_INITIALIZER] for spec in launcher.started} == {keys[0]}
+
+
+def test_a_worker_past_max_tasks_per_child_is_retired_with_a_stop_order() -> None:
+    launcher = ScriptedLauncher()
+    workers, _ = _workers(launcher, max_tasks_per_child=5)
+    (worker,), _ = workers.launch(1)
+    assert worker.calls_left == 5
+    futures = {i: StarburstFuture(CallMetadata(i, 0.0)) for i in range(3)}
+    workers.assign(worker, Batch("b000000001", futures))
+    assert worker.calls_left == 2
+    worker.batch = None
+    workers.retire(worker, "max_tasks_per_child=5 calls done")
+    key = _keys.assign_key(worker.worker_id, 1)
+    order = payload.Assignment.decode(workers._store.get(key), key=key, secret=SECRET)
+    assert order.stop and workers.live() == []
+    assert [w for w, _ in workers.watch()] == []  # still watched (running) until it stopped

@@ -398,19 +398,7 @@ class FargateLauncher:
         return min(wanted, self._capacity)
 
     def log_tail(self, handle: TaskHandle, lines: int = 20) -> str:
-        task_id = handle.task_id.rsplit("/", 1)[-1]
-        try:
-            response = self._client("logs").get_log_events(
-                logGroupName=self.config.log_group,
-                logStreamName=f"{LOG_STREAM_PREFIX}/{CONTAINER_NAME}/{task_id}",
-                limit=lines,
-                startFromHead=False,
-            )
-        except Exception as exc:  # no stream yet, no permission: the tail is best effort
-            log.debug("no log tail for %s: %s", handle.task_id, exc)
-            return ""
-        return "\n".join(str(e.get("message", "")).rstrip("\n")
-                         for e in response.get("events", []))
+        return _log_tail(self._client("logs"), self.config.log_group, handle.task_id, lines)
 
     def close(self) -> None:
         with self._lock:
@@ -426,3 +414,19 @@ class FargateLauncher:
     def __repr__(self) -> str:
         return (f"FargateLauncher(cluster={self.config.cluster!r}, cpu={self.config.cpu:g}, "
                 f"memory={self.memory}, tasks={len(self._tasks)})")
+
+
+def _log_tail(logs: Any, group: str, task_arn: str, lines: int) -> str:
+    """The last ``lines`` lines a task's container logged, or "" when there are none (yet)."""
+    task_id = task_arn.rsplit("/", 1)[-1]
+    try:
+        response = logs.get_log_events(
+            logGroupName=group,
+            logStreamName=f"{LOG_STREAM_PREFIX}/{CONTAINER_NAME}/{task_id}",
+            limit=lines,
+            startFromHead=False,
+        )
+    except Exception as exc:  # no stream yet, no permission: the tail is best effort
+        log.debug("no log tail for %s: %s", task_arn, exc)
+        return ""
+    return "\n".join(str(e.get("message", "")).rstrip("\n") for e in response.get("events", []))
