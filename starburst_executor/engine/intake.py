@@ -13,6 +13,7 @@ from collections.abc import Callable
 from concurrent.futures import InvalidStateError
 from typing import Any
 
+from .._chunks import Chunks
 from .._future import StarburstFuture
 from .._progress import ProgressBar
 
@@ -33,7 +34,7 @@ class WorkItem:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     chunksize: int | None = None
-    pickled: bytes | None = None
+    pickled: Chunks | None = None
 
 
 class Intake:
