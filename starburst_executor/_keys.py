@@ -37,6 +37,7 @@ ENV_POLL_MAX = "STARBURST_POLL_MAX"
 ENV_PARENT_PID = "STARBURST_PARENT_PID"
 ENV_CAPTURE_OUTPUT = "STARBURST_CAPTURE_OUTPUT"  # "0": leave calls' output in the log
 ENV_INITIALIZER = "STARBURST_INITIALIZER"  # the key of the initializer, when there is one
+ENV_MAX_RESULT_SIZE = "STARBURST_MAX_RESULT_SIZE"  # bytes; a larger result fails its call
 
 
 def function_key(digest: str) -> str:

@@ -5,20 +5,22 @@ wrapped by ``functools.lru_cache`` or ``functools.cache`` is not a plain functio
 pickled by reference to its name, which a worker cannot find (``Can't get attribute 'f' on
 <module '__main__'>``).  :func:`dumps` sends such a wrapper by value when its function would
 travel by value (the worker's cache starts empty), and by reference otherwise, as pickle does
-for an installed package.
+for an installed package.  :func:`register_local_modules` makes the user's own modules (not
+installed, so not in the worker image) travel by value.
 """
 
 from __future__ import annotations
 
 import functools
 import io
+import os
 import re
 import sys
 from typing import Any
 
 import cloudpickle
 
-__all__ = ["Pickler", "dumps", "explain_unpickling_error"]
+__all__ = ["Pickler", "dumps", "explain_unpickling_error", "register_local_modules"]
 
 _LRU_WRAPPER = functools._lru_cache_wrapper
 
@@ -59,6 +61,50 @@ def dumps(obj: Any, protocol: int) -> bytes:
     buffer = io.BytesIO()
     Pickler(buffer, protocol=protocol).dump(obj)
     return buffer.getvalue()
+
+
+_modules_checked: set[str] = set()
+
+
+@functools.lru_cache(maxsize=1)
+def _system_prefixes() -> tuple[str, ...]:
+    import site
+    import sysconfig
+
+    paths = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    paths.update(site.getsitepackages())
+    paths.add(site.getusersitepackages())
+    real = {os.path.realpath(p) for p in paths if p}
+    return tuple(p + os.sep for p in real | {p for p in paths if p})
+
+
+def register_local_modules() -> None:
+    """Make cloudpickle ship the user's own (not installed) modules by value.
+
+    A worker has the client's installed packages (the image is built from them), but not the
+    modules lying in the user's working directory: code from those must travel in the pickle.
+    """
+    new = [name for name in list(sys.modules) if "." not in name and name not in _modules_checked]
+    if not new:
+        return
+    prefixes = _system_prefixes()
+    for name in new:
+        _modules_checked.add(name)
+        module = sys.modules.get(name)
+        if name in ("__main__", "starburst_executor") or module is None:
+            continue
+        file = getattr(module, "__file__", None)
+        if not file:
+            continue
+        if file.startswith(prefixes) or os.sep + "site-packages" + os.sep in file:
+            continue  # the common case, decided without touching the file system
+        real = os.path.realpath(file)
+        if real.startswith(prefixes) or os.sep + "site-packages" + os.sep in real:
+            continue
+        try:
+            cloudpickle.register_pickle_by_value(module)
+        except ValueError:
+            pass
 
 
 _MISSING_ATTRIBUTE = re.compile(r"Can't get attribute '([^']+)' on <module '([^']+)'")

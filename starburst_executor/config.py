@@ -26,6 +26,7 @@ __all__ = [
     "load_config",
     "config_path",
     "parse_memory",
+    "parse_size",
     "read_config_file",
     "write_config_file",
     "update_config_file",
@@ -78,6 +79,8 @@ class Config:
     progress: bool = False
     forward_output: bool = True
     max_tasks_per_child: int | None = None  # a worker exits after this many calls
+    # A call whose result or arguments pickle to more bytes fails at once (ResultTooLarge).
+    max_result_size: int = 2 * 1024**3
 
     def replace(self, **changes: Any) -> Config:
         """Return a copy with ``changes`` applied and validated."""
@@ -219,6 +222,22 @@ def parse_memory(value: str | int | float) -> int:
     return int(mib)
 
 
+def parse_size(value: str | int | float) -> int:
+    """Return bytes from ``value``: a number of bytes, or a string such as ``"500MB"``,
+    ``"2GiB"``, ``"64KB"`` (like ``memory``, KB, MB and GB mean KiB, MiB and GiB)."""
+    if isinstance(value, bool):
+        raise ValueError("a size must be a number of bytes or a string such as '500MB'")
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", value)
+        unit = match.group(2).lower() if match else None
+        if match is None or (unit and unit not in _MEMORY_UNITS) or unit == "m":
+            raise ValueError(f"cannot read size {value!r}: write e.g. '500MB', '2GiB' or bytes")
+        value = float(match.group(1)) * (_MEMORY_UNITS[unit] * 2**20 if unit else 1)
+    if not math.isfinite(value) or round(value) < 1:
+        raise ValueError(f"a size must be at least one byte, got {value!r}")
+    return round(value)
+
+
 def _to_bool(value: Any) -> bool:
     if isinstance(value, bool):
         return value
@@ -239,6 +258,8 @@ def _to_tuple(value: Any) -> tuple[str, ...]:
 def _convert(name: str, value: Any) -> Any:
     if name == "memory":
         return parse_memory(value)
+    if name == "max_result_size":
+        return parse_size(value)
     if name in ("max_workers", "ephemeral_storage", "max_retries", "max_tasks_per_child"):
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError("expected a whole number")

@@ -7,6 +7,9 @@
      +-- SerializationError                     something could not be pickled or unpickled
      |    +-- PayloadVersionError               payload written by another Python/cloudpickle
      |    +-- IntegrityError                    an object failed its authentication check
+     +-- PayloadTooLarge                        a result or arguments above ``max_result_size``
+     |    +-- ResultTooLarge
+     |    +-- ArgumentsTooLarge
      +-- RemoteError                            stands in for a remote exception that cannot travel
      +-- StoreError                             the object store failed
      |    +-- ObjectNotFound (also KeyError)
@@ -32,6 +35,9 @@ __all__ = [
     "SerializationError",
     "PayloadVersionError",
     "IntegrityError",
+    "PayloadTooLarge",
+    "ResultTooLarge",
+    "ArgumentsTooLarge",
     "RemoteError",
     "StoreError",
     "ObjectNotFound",
@@ -80,6 +86,19 @@ class IntegrityError(SerializationError):
 
     def __reduce__(self):  # type: ignore[no-untyped-def]
         return type(self), (self.key, self.why)
+
+
+class PayloadTooLarge(StarburstError):
+    """A call's result or arguments, pickled, pass ``max_result_size``: that call fails at
+    once (not retried, and not its batch) instead of running out of memory on either side."""
+
+
+class ResultTooLarge(PayloadTooLarge):
+    """A call's result passes ``max_result_size``; it was not sent back."""
+
+
+class ArgumentsTooLarge(PayloadTooLarge):
+    """A call's arguments pass ``max_result_size``; the call was not sent."""
 
 
 class RemoteError(StarburstError):

@@ -18,25 +18,26 @@ Records, each a frozen dataclass with the code that writes and reads it:
 
 * :class:`Batch` (kind ``batch``): the batch id, its functions' digests and its :class:`Call` s.
   On the wire a plain tuple ``(batch_id, [digest, ...], [(item_id, fn_index, args), ...])``
-  pickled with the stdlib pickle, where ``args`` is the call's own cloudpickled
-  ``(args, kwargs)``: each call is pickled once, on its own, so its size is known before the
-  batch is cut and one call that cannot be read fails that call only.
+  packed by ``_chunks.pack``, where ``args`` is the call's own cloudpickled
+  ``(args, kwargs)``, out of band: each call is pickled once, on its own, so its size is known
+  before the batch is cut and one call that cannot be read fails that call only.
 * a *function* body: the cloudpickled callable, stored once per content hash.
 * :class:`Assignment`: a worker's next order (run this batch's attempt, or stop), a small JSON
   body, so a worker reads it without unpickling anything (framed and authenticated too).
 * a *results* body: :class:`ResultPart`, whose values and exceptions are pickled one by one, so
   one result that cannot be unpickled fails one future, not a whole batch.  A record whose id
   is :data:`WHOLE_BATCH` stands for every call of its batch.
+
+Large values are never joined or copied on the way (``_chunks``): a pickle is a list of buffers
+that holds a large ``bytes`` by reference, framed and stored as such, and read back as
+memoryviews into the object read, so a value costs about twice its size on either side.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import hashlib
-import io
 import json
-import os
 import pickle
 import platform
 import struct
@@ -46,12 +47,15 @@ from typing import Any
 
 import cloudpickle
 
-from . import _auth, _pickling
+from . import _auth, _chunks, _pickling
+from ._pickling import register_local_modules
 from .errors import (
+    ArgumentsTooLarge,
     IntegrityError,
     PayloadVersionError,
     RemoteError,
     RemoteTraceback,
+    ResultTooLarge,
     SerializationError,
 )
 
@@ -64,6 +68,7 @@ __all__ = [
     "ArgsPickler",
     "pickle_args",
     "dump",
+    "dump_chunks",
     "load",
     "open_frame",
     "read_header",
@@ -76,7 +81,8 @@ __all__ = [
 ]
 
 MAGIC = b"SBX1"
-FORMAT_VERSION = 2  # 2: frames end with an HMAC; result records carry the call's output
+FORMAT_VERSION = 3  # 2: frames end with an HMAC, result records carry the call's output;
+# 3: batches and results are packed (_chunks), their large values out of band
 _LEN = struct.Struct(">I")
 PYTHON_MINOR = "%d.%d" % sys.version_info[:2]
 CLOUDPICKLE_VERSION: str = cloudpickle.__version__
@@ -111,17 +117,11 @@ def dump(kind: str, body: bytes, *, key: str, secret: bytes) -> bytes:
     return b"".join((prefix, body, _auth.sign(secret, key, (prefix, body))))
 
 
-def _dump_plain(kind: str, obj: Any, *, key: str, secret: bytes) -> bytes:
-    """:func:`dump` of ``obj`` pickled with the stdlib pickle straight behind its header, so a
-    large body is copied once, not once more to join it to the header."""
+def dump_chunks(kind: str, body: _chunks.Chunks, *, key: str, secret: bytes) -> _chunks.Chunks:
+    """:func:`dump` of a body held as chunks, which stay apart: a large body is not copied."""
     header = _header(kind)
-    buffer = io.BytesIO()
-    buffer.write(b"".join((MAGIC, _LEN.pack(len(header)), header)))
-    pickle.Pickler(buffer, PROTOCOL).dump(obj)
-    with buffer.getbuffer() as written:
-        mac = _auth.sign(secret, key, (written,))
-    buffer.write(mac)
-    return buffer.getvalue()
+    parts = [b"".join((MAGIC, _LEN.pack(len(header)), header)), *body.parts]
+    return _chunks.Chunks([*parts, _auth.sign(secret, key, parts)])
 
 
 def read_header(data: bytes | memoryview) -> tuple[dict[str, Any], memoryview]:
@@ -211,7 +211,7 @@ class ResultRecord:
 
     item_id: int
     ok: bool
-    data: bytes
+    data: bytes | memoryview | _chunks.Chunks  # a memoryview once read, Chunks when written
     type_name: str = ""
     error: tuple[str, str, str] | None = None
     started: float = 0.0
@@ -229,6 +229,15 @@ class ResultPart:
     records: list[ResultRecord]
     final: bool = False
 
+    def encode(self, *, key: str, secret: bytes) -> _chunks.Chunks:
+        """The framed object stored under ``key``: values out of band, never joined."""
+        return dump_chunks("results", _chunks.pack(self), key=key, secret=secret)
+
+    @classmethod
+    def decode(cls, data: bytes, *, key: str, secret: bytes) -> Any:
+        """Check ``data`` read from ``key`` and read it (values stay views into ``data``)."""
+        return _chunks.unpack(open_frame(data, "results", key=key, secret=secret))
+
 
 def _qualname(obj: Any) -> str:
     cls = type(obj)
@@ -245,10 +254,25 @@ def _pickle_any(obj: Any) -> bytes:
         return _pickling.dumps(obj, PROTOCOL)
 
 
-def encode_value(item_id: int, value: Any, started: float, finished: float) -> ResultRecord:
-    """Pickle a call's return value; one that cannot be pickled becomes a clear error."""
+def encode_value(item_id: int, value: Any, started: float, finished: float,
+                 limit: int | None = None) -> ResultRecord:
+    """Pickle a call's return value; one that cannot be pickled or passes ``limit`` bytes
+    (``max_result_size``) becomes a clear error."""
     try:
-        data = _pickle_any(value)
+        try:
+            data = _chunks.dumps(value, pickle.Pickler, limit=limit)  # see _pickle_any
+        except _chunks.TooLarge:
+            raise
+        except Exception:
+            data = _chunks.dumps(value, _pickling.Pickler, limit=limit)
+    except _chunks.TooLarge:
+        too_large = ResultTooLarge(
+            f"the result of call {item_id} (a {_qualname(value)}) is larger than "
+            f"max_result_size={limit} bytes once pickled, so it was not sent back (the call is "
+            "not retried). Return a smaller result, write large outputs to S3 yourself and "
+            "return where they are, or raise max_result_size (STARBURST_MAX_RESULT_SIZE) if "
+            "the client and the workers have memory for twice that size.")
+        return encode_exception(item_id, too_large, started, finished, traceback_text="")
     except Exception as exc:
         error = SerializationError(
             f"the result of call {item_id} (a {_qualname(value)}) could not be pickled to send "
@@ -294,7 +318,7 @@ def decode_result(record: ResultRecord) -> tuple[bool, Any]:
     """
     if record.ok:
         try:
-            return True, pickle.loads(record.data)
+            return True, pickle.loads(_chunks.joined(record.data))
         except Exception as exc:
             return False, SerializationError(
                 f"the result of call {record.item_id} (a {record.type_name}) was computed but "
@@ -303,7 +327,7 @@ def decode_result(record: ResultRecord) -> tuple[bool, Any]:
             )
     type_name, message, tb = record.error or (record.type_name, "", "")
     try:
-        error = pickle.loads(record.data)
+        error = pickle.loads(_chunks.joined(record.data))
         if not isinstance(error, BaseException):
             raise TypeError(f"expected an exception, got {type(error).__name__}")
     except Exception as exc:
@@ -317,50 +341,6 @@ def decode_result(record: ResultRecord) -> tuple[bool, Any]:
 
 
 # -- client-side pickling -------------------------------------------------------------------
-
-_modules_checked: set[str] = set()
-
-
-@functools.lru_cache(maxsize=1)
-def _system_prefixes() -> tuple[str, ...]:
-    import site
-    import sysconfig
-
-    paths = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
-    paths.update(site.getsitepackages())
-    paths.add(site.getusersitepackages())
-    real = {os.path.realpath(p) for p in paths if p}
-    return tuple(p + os.sep for p in real | {p for p in paths if p})
-
-
-def register_local_modules() -> None:
-    """Make cloudpickle ship the user's own (not installed) modules by value.
-
-    A worker has the client's installed packages (the image is built from them), but not the
-    modules lying in the user's working directory: code from those must travel in the pickle.
-    """
-    new = [name for name in list(sys.modules) if "." not in name and name not in _modules_checked]
-    if not new:
-        return
-    prefixes = _system_prefixes()
-    for name in new:
-        _modules_checked.add(name)
-        module = sys.modules.get(name)
-        if name in ("__main__", "starburst_executor") or module is None:
-            continue
-        file = getattr(module, "__file__", None)
-        if not file:
-            continue
-        if file.startswith(prefixes) or os.sep + "site-packages" + os.sep in file:
-            continue  # the common case, decided without touching the file system
-        real = os.path.realpath(file)
-        if real.startswith(prefixes) or os.sep + "site-packages" + os.sep in real:
-            continue
-        try:
-            cloudpickle.register_pickle_by_value(module)
-        except ValueError:
-            pass
-
 
 def pickle_function(fn: Any) -> bytes:
     """cloudpickle ``fn``; a failure names the function and the reason."""
@@ -381,30 +361,40 @@ class ArgsPickler:
     arguments, and functions sharing globals share them as in one pickle.  Not thread-safe.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, limit: int | None = None) -> None:
+        self._limit = limit  # max_result_size: arguments larger than this are refused
         self._renew()
 
     def _renew(self) -> None:
         # Also after a failure: a pickler stopped midway may hold a half-written frame.
-        self._buffer = io.BytesIO()
+        self._buffer = _chunks.Collector(self._limit)  # a large bytes is kept, not copied
         self._pickler = _pickling.Pickler(self._buffer, PROTOCOL)
 
-    def dumps(self, item_id: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+    def dumps(self, item_id: int, args: tuple[Any, ...], kwargs: dict[str, Any]
+              ) -> _chunks.Chunks:
         """Pickle one call's arguments; a failure names the argument that cannot travel."""
-        self._buffer.seek(0)
-        self._buffer.truncate()
+        self._buffer.reset()
         self._pickler.clear_memo()
         try:
             self._pickler.dump((args, kwargs))
+        except _chunks.TooLarge:
+            self._renew()
+            raise ArgumentsTooLarge(
+                f"call {item_id} was not sent: its arguments are larger than "
+                f"max_result_size={self._limit} bytes once pickled. Pass where the data is "
+                "instead (an S3 URL, a path the workers can read), or raise max_result_size "
+                "(STARBURST_MAX_RESULT_SIZE) if the client and the workers have memory for "
+                "twice that size.") from None
         except Exception as exc:
             self._renew()
             raise _args_error(item_id, args, kwargs, exc) from exc
-        return self._buffer.getvalue()
+        return self._buffer.chunks()
 
 
-def pickle_args(item_id: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
+def pickle_args(item_id: int, args: tuple[Any, ...], kwargs: dict[str, Any],
+                limit: int | None = None) -> _chunks.Chunks:
     """cloudpickle one call's arguments (see :class:`ArgsPickler`)."""
-    return ArgsPickler().dumps(item_id, args, kwargs)
+    return ArgsPickler(limit).dumps(item_id, args, kwargs)
 
 
 def _args_error(
@@ -433,16 +423,17 @@ def _args_error(
 class Call:
     """One call as it travels: its id, the index of its function in the batch, its arguments.
 
-    ``args`` is the cloudpickled ``(args, kwargs)`` (:class:`ArgsPickler`).
+    ``args`` is the cloudpickled ``(args, kwargs)`` (:class:`ArgsPickler`): chunks when
+    written, a memoryview into the batch's object once read.
     """
 
     item_id: int
     fn_index: int
-    args: bytes
+    args: bytes | memoryview | _chunks.Chunks
 
     def arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Unpickle ``(args, kwargs)`` (on the worker)."""
-        args, kwargs = pickle.loads(self.args)
+        args, kwargs = pickle.loads(_chunks.joined(self.args))
         return args, kwargs
 
 
@@ -454,16 +445,20 @@ class Batch:
     digests: tuple[str, ...]
     calls: tuple[Call, ...]
 
-    def encode(self, *, key: str, secret: bytes) -> bytes:
-        """The framed object stored under ``key`` (``batches/<batch id>``)."""
-        calls = [(c.item_id, c.fn_index, c.args) for c in self.calls]
-        return _dump_plain("batch", (self.batch_id, list(self.digests), calls),
-                           key=key, secret=secret)
+    def encode(self, *, key: str, secret: bytes) -> _chunks.Chunks:
+        """The framed object stored under ``key`` (``batches/<batch id>``); the calls'
+        arguments out of band, never joined."""
+        calls = [(c.item_id, c.fn_index, c.args if isinstance(c.args, _chunks.Chunks)
+                  else _chunks.Chunks([c.args])) for c in self.calls]
+        body = _chunks.pack((self.batch_id, list(self.digests), calls))
+        return dump_chunks("batch", body, key=key, secret=secret)
 
     @classmethod
     def decode(cls, data: bytes, *, key: str, secret: bytes) -> Batch:
-        """Check ``data`` read from ``key`` and read the batch (call arguments stay pickled)."""
-        batch_id, digests, calls = load(data, "batch", key=key, secret=secret)
+        """Check ``data`` read from ``key`` and read the batch (call arguments stay pickled,
+        as memoryviews into ``data``)."""
+        body = open_frame(data, "batch", key=key, secret=secret)
+        batch_id, digests, calls = _chunks.unpack(body)
         return cls(batch_id, tuple(digests), tuple(Call(i, f, a) for i, f, a in calls))
 
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import pickle
 import random
 import sys
 import threading
@@ -65,6 +64,7 @@ class Worker:
         flush_bytes: int = 8 * 1024 * 1024,
         capture_output: bool = True,
         initializer: str | None = None,
+        max_result_size: int | None = None,
     ):
         self.store = store
         self.worker_id = worker_id
@@ -74,6 +74,7 @@ class Worker:
         self.poll_min = poll_min
         self.poll_max = poll_max
         self.flush_bytes = flush_bytes
+        self.max_result_size = max_result_size  # a larger result fails its call (ResultTooLarge)
         self._functions: dict[str, Callable[..., Any]] = {}
         self._output = _output.OutputCapture() if capture_output else None
         self._initializer_key = initializer
@@ -185,21 +186,22 @@ class Worker:
             error = _unpickling_error(f"the arguments of call {call.item_id}",
                                       self.worker_id, exc)
             return payload.encode_exception(call.item_id, error, started, time.time(), "")
+        limit = self.max_result_size
         if self._output is None:
-            return _call(call.item_id, fn, args, kwargs, started)
+            return _call(call.item_id, fn, args, kwargs, started, limit)
         with self._output.call() as output:
-            record = _call(call.item_id, fn, args, kwargs, started)
+            record = _call(call.item_id, fn, args, kwargs, started, limit)
         captured = output.output()
         return dataclasses.replace(record, output=captured) if captured else record
 
 
 def _call(item_id: int, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-          started: float) -> payload.ResultRecord:
+          started: float, limit: int | None = None) -> payload.ResultRecord:
     try:
         value = fn(*args, **kwargs)
     except BaseException as exc:  # like the stdlib pool: SystemExit travels back too
         return payload.encode_exception(item_id, exc, started, time.time())
-    return payload.encode_value(item_id, value, started, time.time())
+    return payload.encode_value(item_id, value, started, time.time(), limit)
 
 
 def _unpickling_error(what: str, worker_id: str, exc: Exception) -> SerializationError:
@@ -261,10 +263,8 @@ class _PartWriter:
         part = payload.ResultPart(
             self.batch_id, self.attempt, self.worker.worker_id, self.records, final
         )
-        body = pickle.dumps(part, payload.PROTOCOL)
         key = _keys.result_key(self.batch_id, self.attempt, self.part)
-        self.worker.store.put(key, payload.dump("results", body, key=key,
-                                                secret=self.worker.secret))
+        self.worker.store.put(key, part.encode(key=key, secret=self.worker.secret))
         self.part += 1
         self.records = []
         self.size = 0
@@ -313,6 +313,8 @@ def main(env: Mapping[str, str] | None = None) -> int:
             poll_max=float(env.get(_keys.ENV_POLL_MAX, "1")),
             capture_output=env.get(_keys.ENV_CAPTURE_OUTPUT, "1") != "0",
             initializer=env.get(_keys.ENV_INITIALIZER) or None,
+            max_result_size=int(env[_keys.ENV_MAX_RESULT_SIZE])
+            if env.get(_keys.ENV_MAX_RESULT_SIZE) else None,
         )
         return worker.run()
     except StarburstError as exc:

@@ -8,7 +8,7 @@ Layers (a module may import its own layer and the ones below, never above)::
     1  payload, _keys, _pickling, planner, cost,        pure: the wire, planning, prices
        _future, _progress, _initializer
     0  errors, config, _stats, _tags, _threads,         stdlib only
-       _output, _auth
+       _output, _auth, _chunks
 
     separate entry points: worker (layers 0-1 and storage/ only); cli, __main__ and testing/
     (anything)
@@ -29,6 +29,7 @@ NAME = "starburst_executor"
 
 _LAYERS: dict[str, int] = {
     "errors": 0, "config": 0, "_auth": 0, "_stats": 0, "_tags": 0, "_threads": 0, "_output": 0,
+    "_chunks": 0,
     "payload": 1, "_keys": 1, "_pickling": 1, "planner": 1, "cost": 1, "_future": 1,
     "_progress": 1, "_initializer": 1,
     "_aws": 2, "storage": 2, "launch": 2, "image": 2, "provision": 2,
@@ -36,8 +37,8 @@ _LAYERS: dict[str, int] = {
     "executor": 4, "__init__": 4,
 }
 _ENTRY_POINTS = {"worker", "cli", "__main__", "testing"}
-_WORKER_MAY_IMPORT = {"errors", "config", "_auth", "_stats", "_threads", "_output", "payload",
-                      "_pickling", "_keys", "_initializer",
+_WORKER_MAY_IMPORT = {"errors", "config", "_auth", "_chunks", "_stats", "_threads", "_output",
+                      "payload", "_pickling", "_keys", "_initializer",
                       "storage",
                       "__init__"}
 

@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import _keys, payload
 from .._future import StarburstFuture
-from ..errors import SerializationError
+from ..errors import PayloadTooLarge, SerializationError
 from ..planner import BatchPolicy, next_batch_size, split_by_bytes
 from ..storage import ObjectStore
 from .intake import Intake, WorkItem
@@ -64,8 +64,10 @@ class Batcher:
     """Forms and uploads new batches from the intake (the manager thread's only)."""
 
     def __init__(self, intake: Intake, store: ObjectStore, policy: BatchPolicy, *,
-                 secret: bytes, clock: Callable[[], float] = time.monotonic) -> None:
+                 secret: bytes, clock: Callable[[], float] = time.monotonic,
+                 max_size: int | None = None) -> None:
         self._intake = intake
+        self._max_size = max_size  # max_result_size: larger arguments fail their call
         self._secret = secret  # signs every object uploaded (payload's MAC)
         self._store = store
         self._policy = policy
@@ -144,20 +146,21 @@ class Batcher:
         if first is None or first.pickled is not None:
             return
         try:
-            first.pickled = payload.pickle_args(first.item_id, first.args, first.kwargs)
-        except SerializationError:
+            first.pickled = payload.pickle_args(first.item_id, first.args, first.kwargs,
+                                                self._max_size)
+        except (SerializationError, PayloadTooLarge):
             return  # reported with its batch
         self._bytes_per_call = float(len(first.pickled))
 
     def _pickle_args(self, items: list[WorkItem]) -> list[WorkItem]:
         """Pickle the arguments of the calls not pickled yet; fail those that cannot travel."""
-        pickler = payload.ArgsPickler()
+        pickler = payload.ArgsPickler(self._max_size)
         kept = []
         for item in items:
             if item.pickled is None:
                 try:
                     item.pickled = pickler.dumps(item.item_id, item.args, item.kwargs)
-                except SerializationError as exc:
+                except (SerializationError, PayloadTooLarge) as exc:
                     self._intake.settle(item.future, False, exc)
                     continue
             item.args, item.kwargs = (), {}  # the pickle is what travels now
@@ -199,7 +202,7 @@ class Batcher:
     def _upload(self, items: list[WorkItem]) -> Batch | None:
         payload.register_local_modules()
         items = self._pickle_args(items)
-        keep = split_by_bytes([len(item.pickled or b"") for item in items],
+        keep = split_by_bytes([len(item.pickled) if item.pickled else 0 for item in items],
                               self._policy.max_batch_bytes)
         for item in reversed(items[keep:]):
             self._carry.appendleft(item)

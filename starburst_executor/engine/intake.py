@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import InvalidStateError
 from typing import Any
 
+from .._chunks import Chunks
 from .._future import StarburstFuture
 from .._progress import ProgressBar
 from ..errors import ExecutorBroken
@@ -34,7 +35,7 @@ class WorkItem:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     chunksize: int | None = None
-    pickled: bytes | None = None
+    pickled: Chunks | None = None
 
 
 class Intake:

@@ -98,7 +98,8 @@ class Manager(threading.Thread):
         self._ledger = ledger
         self._settings = settings
         self._config = settings.config
-        self._batcher = Batcher(intake, store, settings.policy, secret=settings.secret)
+        self._batcher = Batcher(intake, store, settings.policy, secret=settings.secret,
+                                max_size=settings.config.max_result_size)
         self._workers = Workers(store, launcher, settings.config, settings.max_workers, ledger,
                                 secret=settings.secret)
         self._workers.initializer = settings.initializer

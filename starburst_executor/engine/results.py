@@ -44,7 +44,7 @@ class ResultReader:
         except StoreError as exc:
             return exc
         try:
-            part = payload.load(data, "results", key=key, secret=self._secret)
+            part = payload.ResultPart.decode(data, key=key, secret=self._secret)
         except SerializationError as exc:
             return exc
         except Exception as exc:  # authentic yet unreadable: a bug on one side, not a break

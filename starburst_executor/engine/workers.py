@@ -160,6 +160,7 @@ class Workers:
             _keys.ENV_POLL_MIN: f"{self.poll_min:g}",
             _keys.ENV_POLL_MAX: f"{self.poll_max:g}",
             _keys.ENV_CAPTURE_OUTPUT: "1" if self._config.forward_output else "0",
+            _keys.ENV_MAX_RESULT_SIZE: str(self._config.max_result_size),
             # The one secret in a worker's environment (see DESIGN invariant 9): never logged.
             _auth.ENV_SECRET: _auth.secret_to_env(self._secret),
         }

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Protocol, runtime_checkable
 
+from .._chunks import Buffer, Chunks
 from .._stats import RequestStats
 
 __all__ = ["ObjectStore"]
@@ -23,8 +24,11 @@ class ObjectStore(Protocol):
 
     stats: RequestStats
 
-    def put(self, key: str, data: bytes) -> None:
-        """Store ``data`` at ``key`` atomically: a reader sees all of it or nothing."""
+    def put(self, key: str, data: Buffer | Chunks) -> None:
+        """Store ``data`` at ``key`` atomically: a reader sees all of it or nothing.
+
+        ``data`` held as :class:`~starburst_executor._chunks.Chunks` is stored as their
+        concatenation, written chunk by chunk (never joined in memory when it is large)."""
 
     def get(self, key: str) -> bytes:
         """Return the object at ``key``; raise ``ObjectNotFound`` when there is none."""

@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
+from .._chunks import Buffer, Chunks, parts_of, size_of
 from ..errors import ObjectNotFound, StoreAccessDenied, StoreError
 from .._stats import RequestStats
 
@@ -41,13 +42,13 @@ class LocalStore:
             raise StoreError(f"invalid key {key!r}")
         return self.root / key
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: Buffer | Chunks) -> None:
         path = self._path(key)
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
         try:
             with os.fdopen(fd, "wb") as f:
-                f.write(data)
+                f.writelines(parts_of(data))
             os.replace(tmp, path)
         except BaseException:
             try:
@@ -57,7 +58,7 @@ class LocalStore:
             raise
         with self._lock:
             self.stats.count("put")
-            self.stats.bytes_out += len(data)
+            self.stats.bytes_out += size_of(data)
 
     def get(self, key: str) -> bytes:
         try:

@@ -11,6 +11,7 @@ import threading
 import weakref
 from urllib.parse import urlparse
 
+from .._chunks import Buffer, Chunks
 from ..errors import ObjectNotFound, StoreError
 from .._stats import RequestStats
 
@@ -46,14 +47,14 @@ class MemoryStore:
             raise StoreError(f"not a memory:// URL: {url!r}")
         return cls(parsed.netloc + parsed.path)
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: Buffer | Chunks) -> None:
         objects = self._objects
         with objects.lock:
             if key not in objects.data:
                 bisect.insort(objects.keys, key)
-            objects.data[key] = bytes(data)
+            objects.data[key] = value = bytes(data)
             self.stats.count("put")
-            self.stats.bytes_out += len(data)
+            self.stats.bytes_out += len(value)
 
     def get(self, key: str) -> bytes:
         objects = self._objects

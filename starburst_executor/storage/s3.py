@@ -2,7 +2,8 @@
 
 ``s3://BUCKET/PREFIX?region=REGION&kms_key_id=KEY`` opens the objects below ``PREFIX`` (the
 session's prefix).  Objects are encrypted at rest (SSE-S3, or SSE-KMS with ``kms_key_id``),
-uploaded in parts above :data:`MULTIPART_THRESHOLD`, and carry the SHA-256 of their content in
+uploaded in parts above :data:`MULTIPART_THRESHOLD` (read from the chunks of a ``Chunks``
+one part at a time, never joined), and carry the SHA-256 of their content in
 their metadata, checked on every read.  (This only catches corruption in transit: whoever
 writes the bucket can write a matching SHA-256.  What authenticates an object is the payload's
 HMAC, checked before anything is unpickled; the SHA-256 is kept because it also covers what is
@@ -22,6 +23,7 @@ from urllib.parse import parse_qsl, quote, unquote, urlencode, urlparse
 from boto3.s3.transfer import TransferConfig
 
 from .. import _aws
+from .._chunks import Buffer, Chunks, parts_of, size_of
 from ..errors import ConfigError, ObjectNotFound, StoreError
 from .._stats import RequestStats
 
@@ -119,22 +121,26 @@ class S3Store:
             exc, service="s3", operation=operation, resource=self._where(key), bucket=self.bucket
         )
 
-    def put(self, key: str, data: bytes) -> None:
+    def put(self, key: str, data: Buffer | Chunks) -> None:
         full = self._key(key)
-        digest = hashlib.sha256(data).hexdigest()
+        parts, size = parts_of(data), size_of(data)
+        sha256 = hashlib.sha256()
+        for part in parts:
+            sha256.update(part)
+        digest = sha256.hexdigest()
         try:
-            if len(data) < MULTIPART_THRESHOLD:
+            if size < MULTIPART_THRESHOLD:
                 self._client.put_object(
                     Bucket=self.bucket,
                     Key=full,
-                    Body=data,
+                    Body=b"".join(parts),  # under 16 MiB
                     Metadata={_SHA256_META: digest},
                     ChecksumAlgorithm="SHA256",  # S3 checks the upload against this
                     **self._extra,
                 )
             else:
                 self._client.upload_fileobj(
-                    io.BytesIO(data),
+                    _Reader(parts),
                     self.bucket,
                     full,
                     ExtraArgs={
@@ -147,7 +153,7 @@ class S3Store:
         except Exception as exc:
             raise self._fail(exc, "PutObject", key) from None
         with self._lock:
-            self.stats.bytes_out += len(data)
+            self.stats.bytes_out += size
 
     def get(self, key: str) -> bytes:
         full = self._key(key)
@@ -218,3 +224,28 @@ class S3Store:
 
     def __repr__(self) -> str:
         return f"S3Store({self.url!r})"
+
+
+class _Reader(io.RawIOBase):
+    """A file reading the concatenation of ``parts`` without joining them."""
+
+    def __init__(self, parts: list[Buffer]) -> None:
+        self._parts = [memoryview(p).cast("B") for p in parts]
+        self._index = 0
+        self._offset = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        out = memoryview(buffer).cast("B")
+        filled = 0
+        while filled < len(out) and self._index < len(self._parts):
+            part = self._parts[self._index]
+            n = min(len(out) - filled, len(part) - self._offset)
+            out[filled:filled + n] = part[self._offset:self._offset + n]
+            filled += n
+            self._offset += n
+            if self._offset == len(part):
+                self._index, self._offset = self._index + 1, 0
+        return filled

@@ -17,7 +17,7 @@ SECRET_ENV = {_auth.ENV_SECRET: _auth.secret_to_env(SECRET)}
 
 def read_part(store: ObjectStore, key: str) -> payload.ResultPart:
     """The result part under ``key``, checked and unpickled as the client does."""
-    part: payload.ResultPart = payload.load(store.get(key), "results", key=key, secret=SECRET)
+    part: payload.ResultPart = payload.ResultPart.decode(store.get(key), key=key, secret=SECRET)
     return part
 
 

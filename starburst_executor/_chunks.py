@@ -1,0 +1,182 @@
+"""Large pickles as lists of buffers: pickled, framed, stored and read back without joining.
+
+:func:`dumps` pickles into a :class:`Chunks`: the pickler's own frames (about 64 KiB each)
+plus every large ``bytes`` payload by reference, which the C pickler hands to ``write`` whole,
+so pickling a 1 GB ``bytes`` costs no second gigabyte.  It stops with :class:`TooLarge` as soon
+as the pickle passes ``limit``.
+
+:func:`pack` pickles a record in which some values are :class:`Chunks` with those values out
+of band (``persistent_id``), after the record's own small pickle::
+
+    8-byte count n | 8-byte length of the pickle | n 8-byte lengths | pickle | chunks 0..n-1
+
+and :func:`unpack` reads it back with each of them as a memoryview into what was read: nothing
+is copied until the value itself is unpickled from that view.
+"""
+
+from __future__ import annotations
+
+import io
+import pickle
+import struct
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["Buffer", "Chunks", "Collector", "TooLarge", "dumps", "pack", "unpack", "parts_of", "size_of", "joined"]
+
+Buffer = bytes | bytearray | memoryview
+PROTOCOL = 5
+_Q = struct.Struct(">Q")
+
+
+class TooLarge(Exception):
+    """A pickle passed its limit; ``size`` is how far it got (more than ``limit``)."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"more than {limit} bytes")
+        self.size, self.limit = size, limit
+
+
+class Chunks:
+    """Buffers that stand for their concatenation; ``len`` is its size in bytes.
+
+    Pickled the ordinary way it becomes ``bytes`` (joined); :func:`pack` keeps it apart.
+    """
+
+    __slots__ = ("parts", "size")
+
+    def __init__(self, parts: Iterable[Buffer] = ()) -> None:
+        self.parts: list[Buffer] = list(parts)
+        self.size = sum(memoryview(p).nbytes for p in self.parts)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __bytes__(self) -> bytes:
+        return b"".join(self.parts)
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Chunks):
+            other = bytes(other)
+        try:
+            return bytes(self) == memoryview(other)  # type: ignore[arg-type]
+        except TypeError:
+            return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return bytes, (bytes(self),)
+
+    def __repr__(self) -> str:
+        return f"Chunks({len(self.parts)} parts, {self.size} bytes)"
+
+
+def parts_of(data: Buffer | Chunks) -> list[Buffer]:
+    """The buffers of ``data``, one buffer or :class:`Chunks`."""
+    return data.parts if isinstance(data, Chunks) else [data]
+
+
+def joined(data: Buffer | Chunks) -> Buffer:
+    """``data`` as one buffer: :class:`Chunks` joined (a copy), a buffer as it is."""
+    return bytes(data) if isinstance(data, Chunks) else data
+
+
+def size_of(data: Buffer | Chunks) -> int:
+    """The size in bytes of ``data``, one buffer or :class:`Chunks`."""
+    return data.size if isinstance(data, Chunks) else memoryview(data).nbytes
+
+
+class Collector:
+    """A file whose ``write`` keeps a ``bytes`` it is given instead of copying it (what else it
+    is given, such as a ``bytearray`` the caller may change later, is copied)."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit
+        self.reset()
+
+    def reset(self) -> None:
+        self.parts: list[Buffer] = []
+        self.size = 0
+
+    def write(self, data: Buffer) -> int:
+        n = memoryview(data).nbytes
+        self.size += n
+        if self.limit is not None and self.size > self.limit:
+            raise TooLarge(self.size, self.limit)
+        self.parts.append(data if isinstance(data, bytes) else bytes(data))
+        return n
+
+    def chunks(self) -> Chunks:
+        """What was written; the next ``write`` starts a new :class:`Chunks`."""
+        out = Chunks()
+        out.parts, out.size = self.parts, self.size
+        self.reset()
+        return out
+
+
+def dumps(obj: Any, pickler: type[pickle.Pickler] = pickle.Pickler, *,
+          limit: int | None = None) -> Chunks:
+    """Pickle ``obj`` (protocol 5) with ``pickler`` into :class:`Chunks`.
+
+    Raises:
+        TooLarge: the pickle passed ``limit`` bytes (pickling stopped there).
+    """
+    collector = Collector(limit)
+    pickler(collector, PROTOCOL).dump(obj)
+    return collector.chunks()
+
+
+class _OutOfBand(pickle.Pickler):
+    def __init__(self, file: Any, out: list[Chunks]) -> None:
+        super().__init__(file, PROTOCOL)
+        self._out = out
+
+    def persistent_id(self, obj: Any) -> int | None:
+        if type(obj) is Chunks:
+            self._out.append(obj)
+            return len(self._out) - 1
+        return None
+
+
+class _InBand(pickle.Unpickler):
+    def __init__(self, file: Any, views: list[memoryview]) -> None:
+        super().__init__(file)
+        self._views = views
+
+    def persistent_load(self, pid: Any) -> memoryview:
+        return self._views[pid]
+
+
+def pack(obj: Any) -> Chunks:
+    """Pickle ``obj`` (stdlib pickle) with the :class:`Chunks` inside it out of band."""
+    out: list[Chunks] = []
+    stream = io.BytesIO()
+    _OutOfBand(stream, out).dump(obj)
+    pickled = stream.getvalue()
+    table = b"".join([_Q.pack(len(out)), _Q.pack(len(pickled)),
+                      *(_Q.pack(c.size) for c in out)])
+    parts: list[Buffer] = [table, pickled]
+    for chunks in out:
+        parts.extend(chunks.parts)
+    return Chunks(parts)
+
+
+def unpack(data: Buffer) -> Any:
+    """Read what :func:`pack` wrote; its out-of-band values are memoryviews into ``data``."""
+    view = memoryview(data)
+    try:
+        (count,), (length,) = _Q.unpack_from(view, 0), _Q.unpack_from(view, 8)
+        offset = 16 + 8 * count
+        sizes = [_Q.unpack_from(view, 16 + 8 * i)[0] for i in range(count)]
+    except struct.error:
+        raise pickle.UnpicklingError("packed data is truncated") from None
+    pickled = view[offset:offset + length]
+    offset += length
+    views = []
+    for size in sizes:
+        views.append(view[offset:offset + size])
+        offset += size
+    if offset != len(view) or len(pickled) != length:
+        raise pickle.UnpicklingError("packed data does not match its table of sizes")
+    return _InBand(io.BytesIO(pickled), views).load()
