@@ -235,3 +235,15 @@ def test_output_and_thread_caps_on_fargate(run: Any, capsys: pytest.CaptureFixtu
     assert "[call 0] WARNING:root:logged 7" in err.splitlines()
     assert future.metadata.output == (("stdout", "on fargate 7\n"),
                                       ("stderr", "WARNING:root:logged 7\n"))
+
+
+def test_cached_functions_of_main_run_on_fargate(run: Any) -> None:
+    # The worker unpickles what cloudpickle alone cannot send (issue 10, item 4).
+    source = ("import functools\n"
+              "@functools.lru_cache(maxsize=None)\n"
+              "def fib(n):\n"
+              "    return n if n < 2 else fib(n - 1) + fib(n - 2)\n")
+    namespace: dict[str, Any] = {"__name__": "__main__"}
+    exec(compile(source, "<notebook-cell>", "exec"), namespace)
+    ex = run(max_workers=1)
+    assert list(ex.map(namespace["fib"], [10, 30])) == [55, 832040]
