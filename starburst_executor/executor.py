@@ -57,6 +57,7 @@ def _at_exit() -> None:
 atexit.register(_at_exit)
 
 _DEFAULT_WORKERS = {"fargate": 10, "docker": 4}
+_OVERHEAD_SEED = {"local": 0.01, "docker": 0.03}
 
 
 class FargateExecutor(Executor):
@@ -106,8 +107,8 @@ class FargateExecutor(Executor):
         self._intake = Intake(ProgressBar() if config.progress else None)
         self._manager: Manager | None = None
         self._announced = False
-        self._policy = BatchPolicy(
-            min_batch_seconds=0.05 if config.backend == "local" else 5.0)
+        # A first guess of the per-batch overhead, until the workers' own gaps measure it.
+        self._policy = BatchPolicy(overhead_seconds=_OVERHEAD_SEED.get(config.backend, 0.15))
         _live.add(self)
 
     # -- public API -------------------------------------------------------------------------

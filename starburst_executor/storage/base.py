@@ -26,6 +26,12 @@ class ObjectStore(Protocol):
     def put(self, key: str, data: bytes) -> None:
         """Store ``data`` at ``key`` atomically: a reader sees all of it or nothing."""
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Store ``data`` at ``key`` only if no object is there; return whether it was stored.
+
+        Atomic: of several writers racing for one key, exactly one gets ``True`` (a claim).
+        """
+
     def get(self, key: str) -> bytes:
         """Return the object at ``key``; raise ``ObjectNotFound`` when there is none."""
 
