@@ -6,6 +6,8 @@
     functions/<sha256>                    a pickled callable, once per content hash
     batches/<batch id>                    the calls of one batch
     assign/<worker id>/<seq>              JSON: the worker's seq-th assignment, or a stop order
+    claims/<batch id>.<attempt>           JSON: who runs this attempt, or that the client revoked
+                                          it; created once (put_if_absent), so one side wins
     results/<batch id>.<attempt>.<part>   results of some calls of a batch, written as they finish
 """
 
@@ -17,12 +19,16 @@ __all__ = [
     "function_key",
     "batch_key",
     "assign_key",
+    "CLAIMS_PREFIX",
+    "claim_key",
+    "parse_claim_key",
     "result_key",
     "parse_result_key",
 ]
 
 SESSION = "session.json"
 RESULTS_PREFIX = "results/"
+CLAIMS_PREFIX = "claims/"
 
 # Names of the environment variables a worker reads: keys and settings, never data or secrets.
 ENV_STORE_URL = "STARBURST_STORE_URL"
@@ -44,6 +50,16 @@ def batch_key(batch_id: str) -> str:
 
 def assign_key(worker_id: str, seq: int) -> str:
     return f"assign/{worker_id}/{seq:06d}"
+
+
+def claim_key(batch_id: str, attempt: int) -> str:
+    return f"{CLAIMS_PREFIX}{batch_id}.{attempt}"
+
+
+def parse_claim_key(key: str) -> tuple[str, int]:
+    """Return (batch id, attempt) of a claim key."""
+    batch_id, attempt = key[len(CLAIMS_PREFIX):].rsplit(".", 1)
+    return batch_id, int(attempt)
 
 
 def result_key(batch_id: str, attempt: int, part: int) -> str:

@@ -72,6 +72,7 @@ class Config:
     task_timeout: float | None = None
     max_cost: float | None = None
     progress: bool = False
+    rerun_stragglers: bool = True  # run a batch far past its estimate again on an idle worker
 
     def replace(self, **changes: Any) -> Config:
         """Return a copy with ``changes`` applied and validated."""
@@ -239,7 +240,7 @@ def _convert(name: str, value: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError("expected a number")
         return float(value)
-    if name in ("spot", "assign_public_ip", "auto_build", "progress"):
+    if name in ("spot", "assign_public_ip", "auto_build", "progress", "rerun_stragglers"):
         return _to_bool(value)
     if name in ("subnets", "security_groups"):
         return _to_tuple(value)

@@ -19,6 +19,8 @@ Records, each a frozen dataclass with the code that writes and reads it:
 * a *function* body: the cloudpickled callable, stored once per content hash.
 * :class:`Assignment`: a worker's next order (run this batch's attempt, or stop), small JSON,
   so a worker reads it without unpickling anything.
+* :class:`Claim`: who runs one attempt of a batch, or that the client revoked it (small JSON,
+  created once with ``put_if_absent``: the worker claims it before it starts the batch).
 * a *results* body: :class:`ResultPart`, whose values and exceptions are pickled one by one, so
   one result that cannot be unpickled fails one future, not a whole batch.  A record whose id
   is :data:`WHOLE_BATCH` stands for every call of its batch.
@@ -49,6 +51,7 @@ __all__ = [
     "Call",
     "Batch",
     "Assignment",
+    "Claim",
     "ArgsPickler",
     "pickle_args",
     "dump",
@@ -446,3 +449,27 @@ class Assignment:
         if order.get("stop"):
             return cls(stop=True)
         return cls(order["batch"], int(order["attempt"]), frozenset(order.get("skip", ())))
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """The claim of one attempt of a batch: the worker that runs it, or ``revoked``.
+
+    Whoever creates ``claims/<batch id>.<attempt>`` first wins: a worker starts an attempt
+    only if it created the claim, and the client revokes a queued attempt by creating it first.
+    It names no worker in its key, so any worker could claim a queued batch.
+    """
+
+    worker_id: str = ""
+    revoked: bool = False
+    at: float = 0.0
+
+    def encode(self) -> bytes:
+        if self.revoked:
+            return json.dumps({"revoked": True, "at": self.at}).encode()
+        return json.dumps({"worker": self.worker_id, "at": self.at}).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Claim:
+        doc = json.loads(data)
+        return cls(doc.get("worker", ""), bool(doc.get("revoked")), float(doc.get("at", 0.0)))

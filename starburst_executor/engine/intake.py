@@ -44,6 +44,7 @@ class Intake:
         self.wakeup = threading.Event()
         self.pending: collections.deque[WorkItem] = collections.deque()
         self.shutdown = False
+        self.cancel_queued = False  # shutdown(cancel_futures=True): revoke what has not started
         self.terminate_reason: str | None = None
         self.broken: str | None = None
         self.next_id = 0

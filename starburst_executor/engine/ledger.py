@@ -32,6 +32,8 @@ class Usage:
         task_seconds: seconds workers ran (or have run so far), summed, from launch to stop.
         cost: USD billed for those seconds (one-minute minimum per task), or ``None`` where
             nothing is billed (local and docker backends).
+        reruns: calls run a second time because their batch straggled (the first result
+            wins; see ``rerun_stragglers``).
     """
 
     requests: dict[str, int]
@@ -43,6 +45,7 @@ class Usage:
     tasks_launched: int
     task_seconds: float
     cost: float | None = None
+    reruns: int = 0
 
 
 class Ledger:
@@ -67,6 +70,7 @@ class Ledger:
         self._lock = threading.Lock()
         self.batches = 0
         self.retries = 0
+        self.reruns = 0
 
     @property
     def billing(self) -> bool:
@@ -142,4 +146,5 @@ class Ledger:
             tasks_launched=launcher_stats.tasks_started,
             task_seconds=task_seconds,
             cost=cost,
+            reruns=self.reruns,
         )
