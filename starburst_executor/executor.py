@@ -288,7 +288,8 @@ class FargateExecutor(Executor):
         ledger = Ledger(_price_function(self._config), self._config.max_cost,
                         store_name=backend.store_name, launcher_name=backend.launcher_name)
         settings = Settings(self._session_id, self._max_workers, self._policy, self._config,
-                            delete_session=backend.delete_session)
+                            delete_session=backend.delete_session,
+                            launch_all=self._config.backend == "local")
         manager = Manager(self, self._intake, open_store(backend.store_url), backend.launcher,
                           ledger, settings)
         manager.start()

@@ -33,7 +33,7 @@ class BatchPolicy:
     """
 
     overhead_seconds: float = 0.01
-    max_overhead: float = 0.05
+    max_overhead: float = 0.02
     max_batch_items: int = 100_000
     max_batch_bytes: int = 16 * 1024 * 1024
     straggler_factor: float = 2.0

@@ -71,6 +71,8 @@ class Settings:
 
     ``config`` gives the timeouts, ``max_retries`` and what ``session.json`` records.
     ``delete_session``: remove the session's objects at the end (a private temporary store).
+    ``launch_all``: start every worker at the first launch (local workers, billed nothing),
+    so later work does not wait for a cold start.
     """
 
     session_id: str
@@ -78,6 +80,7 @@ class Settings:
     policy: BatchPolicy
     config: Config
     delete_session: bool = False
+    launch_all: bool = False
 
 
 class Manager(threading.Thread):
@@ -277,6 +280,8 @@ class Manager(threading.Thread):
         with self._intake.lock:
             waiting = len(self._intake.pending)
         wanted = min(room, waiting + self._batcher.carried + len(self._retry))
+        if self._settings.launch_all:
+            wanted = room  # workers that cost nothing idle: start them all, as the stdlib does
         wanted, too_dear = self._ledger.affordable(wanted, live > 0)
         if too_dear is not None:
             self._drain(too_dear, cancel_pending=False)
