@@ -28,8 +28,9 @@ class BatchPolicy:
         max_batch_items: never more calls than this in one batch.
         max_batch_bytes: never more pickled arguments than this in one batch (a single call
             larger than it still travels, alone).
-        straggler_factor: a batch running this many times its estimate (plus some overhead)
-            is a straggler.
+        straggler_factor: a batch running this many times its estimate, plus
+            ``straggler_margin`` seconds (or ten overheads, if more), is a straggler.
+        straggler_margin: the least time a batch must run past its estimate to be rerun.
     """
 
     overhead_seconds: float = 0.01
@@ -37,6 +38,7 @@ class BatchPolicy:
     max_batch_items: int = 100_000
     max_batch_bytes: int = 16 * 1024 * 1024
     straggler_factor: float = 2.0
+    straggler_margin: float = 1.0
 
 
 class Estimates:
@@ -100,7 +102,8 @@ def is_straggler(elapsed: float, expected: float | None, overhead: float,
     work, is running well past its estimate (never, without an estimate)."""
     if expected is None:
         return False
-    return elapsed > policy.straggler_factor * expected + 10 * overhead
+    margin = max(10 * overhead, policy.straggler_margin)
+    return elapsed > policy.straggler_factor * expected + margin
 
 
 def split_by_bytes(sizes: list[int], max_bytes: int) -> int:

@@ -67,7 +67,8 @@ def test_overhead_is_measured_within_bounds() -> None:
 def test_straggler_needs_an_estimate_and_a_wide_margin() -> None:
     assert not is_straggler(100.0, None, 0.01, POLICY)
     assert not is_straggler(1.5, 1.0, 0.01, POLICY)
-    assert is_straggler(2.5, 1.0, 0.01, POLICY)
+    assert not is_straggler(2.5, 1.0, 0.01, POLICY)  # within the margin of 1 s
+    assert is_straggler(3.5, 1.0, 0.01, POLICY)
 
 
 def test_split_by_bytes() -> None:

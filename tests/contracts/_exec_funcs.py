@@ -120,5 +120,14 @@ def meet(directory: str, count: int, value: Any = None) -> Any:
     return value
 
 
+def slow_once(mark: str, gate: str, value: Any = None) -> Any:
+    """The first call (no ``mark`` yet) leaves the mark and waits for ``gate``; any later call
+    returns at once: a straggler that a second copy overtakes."""
+    if os.path.exists(mark):
+        return value
+    touch(mark)
+    return wait_for_gate(gate, value)
+
+
 def make_lock() -> Any:
     return threading.Lock()
