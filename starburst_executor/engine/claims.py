@@ -89,10 +89,12 @@ class Claims:
         if batch.claim != ASSIGNED:
             return
         batch.claim = CLAIMED
-        batch.claimed_at = time.monotonic()
-        for future in batch.futures.values():
-            if not future.running() and not future.done():
+        if not batch.claimed_at:
+            # First claimed: every future left is PENDING (a cancel() takes this lock, and
+            # results come only after a claim), so one state change each.
+            for future in batch.futures.values():
                 future.set_running_or_notify_cancel()
+        batch.claimed_at = time.monotonic()
 
     def look(self, batches: Iterable[Batch]) -> None:
         """Confirm the claims of ``batches`` (assigned, unconfirmed) that workers made."""
