@@ -5,7 +5,8 @@ readiness call must not make later slow calls look cheap.  A call of a function 
 measured duration travels alone (one call per free worker), so nothing unknown is packed.
 Once a duration is known, a batch holds just enough calls that the backend's per-batch
 overhead (measured too) is at most ``max_overhead`` of its work, and never more than a fair
-share of what remains, so the workers finish together.  ``chunksize`` (from ``map``) overrides
+share of what remains, so the workers finish together (unless that share is shorter than
+one batch's overhead: splitting it further would only add overhead).  ``chunksize`` (from ``map``) overrides
 all of this, exactly.
 """
 
@@ -91,9 +92,13 @@ def next_batch_size(
     if seconds_per_call is None:
         return 1  # nothing known: one call per free worker
     per_batch = policy.overhead_seconds if overhead is None else overhead
-    worth = math.ceil(per_batch / (policy.max_overhead * max(seconds_per_call, 1e-9)))
+    seconds_per_call = max(seconds_per_call, 1e-9)
+    worth = math.ceil(per_batch / (policy.max_overhead * seconds_per_call))
     fair = math.ceil(remaining / max(1, workers))
-    return max(1, min(worth, fair, remaining, policy.max_batch_items))
+    # A share shorter than one batch's overhead finishes no sooner for being split: then
+    # fewer workers share the rest, each batch at least as long as its overhead.
+    least = math.ceil(per_batch / seconds_per_call)
+    return max(1, min(worth, max(fair, least), remaining, policy.max_batch_items))
 
 
 def is_straggler(elapsed: float, expected: float | None, overhead: float,

@@ -33,14 +33,22 @@ def test_overhead_stays_under_its_share_of_the_work() -> None:
 
 
 def test_never_more_than_a_fair_share_of_what_remains() -> None:
-    assert next_batch_size(5000, 4, POLICY, seconds_per_call=1e-6) == 1000  # the item bound
-    assert next_batch_size(400, 4, POLICY, seconds_per_call=1e-6) == 100
+    # 10 ms calls, 50 ms overhead: worth 100 calls a batch, but 4 workers share 200 calls.
+    assert next_batch_size(200, 4, POLICY, seconds_per_call=0.01) == 50
+    assert next_batch_size(5000, 4, POLICY, seconds_per_call=0.01) == 100
     sizes, remaining = [], 800
     while remaining:
-        size = next_batch_size(remaining, 4, POLICY, seconds_per_call=1e-6)
+        size = next_batch_size(remaining, 4, POLICY, seconds_per_call=0.01)
         sizes.append(size)
         remaining -= size
-    assert sizes == sorted(sizes, reverse=True) and sizes[-1] == 1 and sum(sizes) == 800
+    assert sizes == sorted(sizes, reverse=True) and sum(sizes) == 800
+    assert min(sizes) >= 5  # never shorter than its overhead (50 ms of 10 ms calls)
+
+
+def test_trivial_calls_are_not_split_below_their_overhead() -> None:
+    # 1 us calls: all of 800 is less work than one batch's overhead, so one batch takes it.
+    assert next_batch_size(800, 4, POLICY, seconds_per_call=1e-6) == 800
+    assert next_batch_size(5000, 4, POLICY, seconds_per_call=1e-6) == 1000  # the item bound
 
 
 def test_estimates_are_per_function() -> None:

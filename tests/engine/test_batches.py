@@ -93,9 +93,9 @@ def test_a_function_without_a_measured_duration_travels_alone() -> None:
     batcher = Batcher(intake, memory_store(), BatchPolicy(overhead_seconds=0.01))
     first = batcher.form(workers=2)
     assert first is not None and len(first.futures) == 1
-    # Once its calls are measured (quick ones), the rest share out fairly between 2 workers.
+    # Once its calls are measured (10 ms), the rest share out fairly between 2 workers.
     (digest,) = set(first.digest_of.values())
-    batcher.observe(digest, 0.0001)
+    batcher.observe(digest, 0.01)
     second = batcher.form(workers=2)
     assert second is not None and len(second.futures) == 3
 
