@@ -2,6 +2,9 @@
 
     python benchmarks/bench_local.py [--workers 2] [--repeat 3] [--markdown]
 
+The ``numpy`` and ``sklearn`` scenarios need numpy and scikit-learn (not dependencies of the
+package: ``pip install numpy scikit-learn``); without them they are skipped with a message.
+
 Each (executor, scenario) runs in a fresh interpreter, so start-up and peak memory (the
 client's own and its children's, ``ru_maxrss``) are measured alone.  Every scenario but
 "startup" is timed after one quick readiness call (``submit(noop, 1).result()``), as users
@@ -49,6 +52,26 @@ def nbytes(data: bytes) -> int:
     return len(data)
 
 
+def matmuls(seed: int) -> float:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((300, 300))
+    b = rng.standard_normal((300, 300))
+    for _ in range(10):
+        b = np.linalg.solve(a + 300 * np.eye(300), a @ b)
+    return float(np.abs(b).sum())
+
+
+def cross_validate(seed: int) -> float:
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    X, y = make_classification(n_samples=1000, n_features=40, random_state=seed)
+    return float(cross_val_score(LogisticRegression(max_iter=500), X, y, cv=5).mean())
+
+
 def make(kind: str, workers: int) -> Executor:
     if kind == "process":
         return ProcessPoolExecutor(max_workers=workers)
@@ -93,6 +116,14 @@ def _break(ex: Executor, workers: int) -> float:
     return time.perf_counter()  # timed from here to the end of the with-block
 
 
+def _numpy(ex: Executor, workers: int) -> None:
+    assert len(list(ex.map(matmuls, range(40)))) == 40
+
+
+def _sklearn(ex: Executor, workers: int) -> None:
+    assert all(0.5 < score <= 1.0 for score in ex.map(cross_validate, range(40)))
+
+
 def _startup(ex: Executor, workers: int) -> None:
     assert ex.submit(noop, 1).result() == 1
 
@@ -106,7 +137,16 @@ SCENARIOS: dict[str, tuple[str, Callable[[Executor, int], float | None]]] = {
     "sleeps": ("100 calls sleeping 0.1 s", _sleeps),
     "break": ("break after 4 results of 400 x 50 ms: leaving the with-block", _break),
     "startup": ("startup: construct + first result of a no-op", _startup),
+    "numpy": ("40 calls of 300x300 matmul + solve (BLAS threads)", _numpy),
+    "sklearn": ("40 scikit-learn 5-fold cross-validations", _sklearn),
 }
+REQUIRES = {"numpy": ("numpy",), "sklearn": ("numpy", "sklearn")}
+
+
+def _missing(scenario: str) -> list[str]:
+    import importlib.util
+
+    return [m for m in REQUIRES.get(scenario, ()) if importlib.util.find_spec(m) is None]
 
 
 def run_one(kind: str, scenario: str, workers: int) -> dict[str, Any]:
@@ -150,6 +190,8 @@ TARGETS = {  # scenario -> (largest ratio to ProcessPoolExecutor, baseline scena
     "cpu-tuned": (1.05, "cpu-tuned"),
     "sleeps": (1.05, "sleeps"),
     "big-args": (1.5, "big-args"),
+    "numpy": (1.3, "numpy"),
+    "sklearn": (1.3, "sklearn"),
 }
 ABSOLUTE = {"startup": 0.5, "break": 0.5}  # scenario -> most seconds
 
@@ -165,7 +207,13 @@ def main() -> int:
     if args.one:
         print(json.dumps(run_one(args.one[0], args.one[1], args.workers)))
         return 0
-    scenarios = args.scenarios.split(",")
+    scenarios = []
+    for s in args.scenarios.split(","):
+        missing = _missing(s)
+        if missing:
+            print(f"skipping {s}: needs {', '.join(missing)} (pip install numpy scikit-learn)")
+        else:
+            scenarios.append(s)
     results = {(k, s): measure(k, s, args.workers, args.repeat)
                for s in scenarios for k in EXECUTORS}
     rows = []

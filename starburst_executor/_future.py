@@ -24,6 +24,8 @@ class CallMetadata:
         attempts: how many times its batch was run (1 unless a worker was lost).
         started_at: when the worker started the call (worker clock).
         finished_at: when the worker finished it (worker clock).
+        output: what the call printed and logged, in order: ``(("stdout", text),
+            ("stderr", text), ...)``, the last MiB of it (empty with ``forward_output=False``).
     """
 
     item_id: int
@@ -33,6 +35,7 @@ class CallMetadata:
     attempts: int = 0
     started_at: float | None = None
     finished_at: float | None = None
+    output: tuple[tuple[str, str], ...] = ()
 
     @property
     def duration(self) -> float | None:
@@ -40,6 +43,16 @@ class CallMetadata:
         if self.started_at is None or self.finished_at is None:
             return None
         return self.finished_at - self.started_at
+
+    @property
+    def stdout(self) -> str:
+        """What the call wrote to ``sys.stdout``."""
+        return "".join(text for stream, text in self.output if stream == "stdout")
+
+    @property
+    def stderr(self) -> str:
+        """What the call wrote to ``sys.stderr``, log records included."""
+        return "".join(text for stream, text in self.output if stream == "stderr")
 
 
 class StarburstFuture(Future[T]):

@@ -1,4 +1,5 @@
-"""Where each object lives inside a session's store: shared by the manager and the worker.
+"""Where each object lives inside a session's store, shared by the manager and the worker, and
+the one plain object both sides write (:class:`Claim`).
 
 ::
 
@@ -13,6 +14,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+
 __all__ = [
     "SESSION",
     "RESULTS_PREFIX",
@@ -20,6 +24,7 @@ __all__ = [
     "batch_key",
     "assign_key",
     "CLAIMS_PREFIX",
+    "Claim",
     "claim_key",
     "parse_claim_key",
     "result_key",
@@ -30,7 +35,8 @@ SESSION = "session.json"
 RESULTS_PREFIX = "results/"
 CLAIMS_PREFIX = "claims/"
 
-# Names of the environment variables a worker reads: keys and settings, never data or secrets.
+# Names of the environment variables a worker reads: keys and settings, never data.  (The one
+# secret a worker gets, the session's MAC key, is ``_auth.ENV_SECRET``.)
 ENV_STORE_URL = "STARBURST_STORE_URL"
 ENV_WORKER_ID = "STARBURST_WORKER_ID"
 ENV_IDLE_TIMEOUT = "STARBURST_IDLE_TIMEOUT"
@@ -38,6 +44,7 @@ ENV_FLUSH_INTERVAL = "STARBURST_FLUSH_INTERVAL"
 ENV_POLL_MIN = "STARBURST_POLL_MIN"
 ENV_POLL_MAX = "STARBURST_POLL_MAX"
 ENV_PARENT_PID = "STARBURST_PARENT_PID"
+ENV_CAPTURE_OUTPUT = "STARBURST_CAPTURE_OUTPUT"  # "0": leave calls' output in the log
 
 
 def function_key(digest: str) -> str:
@@ -70,3 +77,28 @@ def parse_result_key(key: str) -> tuple[str, int, int]:
     """Return (batch id, attempt, part) of a result key."""
     batch_id, attempt, part = key[len(RESULTS_PREFIX):].rsplit(".", 2)
     return batch_id, int(attempt), int(part)
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """The claim of one attempt of a batch: the worker that runs it, or ``revoked``.
+
+    Whoever creates ``claims/<batch id>.<attempt>`` first wins: a worker starts an attempt
+    only if it created the claim, and the client revokes a queued attempt by creating it first.
+    It names no worker in its key, so any worker could claim a queued batch.  Plain JSON, never
+    authenticated: only whether it exists counts, its body is for people reading the bucket.
+    """
+
+    worker_id: str = ""
+    revoked: bool = False
+    at: float = 0.0
+
+    def encode(self) -> bytes:
+        if self.revoked:
+            return json.dumps({"revoked": True, "at": self.at}).encode()
+        return json.dumps({"worker": self.worker_id, "at": self.at}).encode()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Claim:
+        doc = json.loads(data)
+        return cls(doc.get("worker", ""), bool(doc.get("revoked")), float(doc.get("at", 0.0)))

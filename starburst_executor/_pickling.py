@@ -18,7 +18,7 @@ from typing import Any
 
 import cloudpickle
 
-__all__ = ["dumps", "explain_unpickling_error"]
+__all__ = ["Pickler", "dumps", "explain_unpickling_error"]
 
 _LRU_WRAPPER = functools._lru_cache_wrapper
 
@@ -43,7 +43,9 @@ def _travels_by_value(obj: Any) -> bool:
     return any(module == m or module.startswith(m + ".") for m in registered)
 
 
-class _Pickler(cloudpickle.CloudPickler):
+class Pickler(cloudpickle.CloudPickler):
+    """A ``cloudpickle.CloudPickler`` that also sends ``lru_cache``/``cache`` wrappers by value."""
+
     def reducer_override(self, obj: Any) -> Any:
         if isinstance(obj, _LRU_WRAPPER) and _travels_by_value(obj):
             parameters = obj.cache_parameters()
@@ -55,7 +57,7 @@ class _Pickler(cloudpickle.CloudPickler):
 def dumps(obj: Any, protocol: int) -> bytes:
     """``cloudpickle.dumps`` that also sends ``lru_cache``/``cache`` wrappers by value."""
     buffer = io.BytesIO()
-    _Pickler(buffer, protocol=protocol).dump(obj)
+    Pickler(buffer, protocol=protocol).dump(obj)
     return buffer.getvalue()
 
 

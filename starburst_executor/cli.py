@@ -98,6 +98,20 @@ def build_parser() -> argparse.ArgumentParser:
                        "does not have it yet), push it, and record it in the config file.")
     p.add_argument("--force", action="store_true", help="build and push even if ECR has it")
     p.add_argument("--arm", action="store_true", help="build for arm64 (Graviton)")
+    p.add_argument("--base-image", metavar="IMAGE",
+                   help="image to build over (default: the public Python slim image of this "
+                        "Python's minor version); its Python minor must be this one's")
+    p.add_argument("--requirement", action="append", default=[], metavar="REQ",
+                   help="an extra pip requirement, pinned (e.g. requests==2.32.3), or a "
+                        "requirements file of them; repeatable")
+    p.add_argument("--apt", action="append", default=[], metavar="PKG",
+                   help="Debian package(s) to install, comma-separated; repeatable (the build "
+                        "then uses the network)")
+    p.add_argument("--dockerfile", type=Path, metavar="PATH",
+                   help="a Dockerfile of your own, built first and used as the base image")
+    p.add_argument("--allow-index", action="store_true",
+                   help="install packages with no wheel for the target from the package index "
+                        "during the build, instead of failing")
 
     _add_cost_parser(sub, common)
     _add_session_parsers(sub, common)
@@ -254,8 +268,7 @@ def _cmd_build(args: argparse.Namespace) -> int:
         overrides["architecture"] = "arm64"
     config = _config(args, **overrides)
     print("Building the worker image (this can take minutes the first time)...", flush=True)
-    options: dict[str, Any] = {"force": True} if args.force else {}
-    uri = image.ensure_image(config, log=_say, **options)
+    uri = image.ensure_image(config, log=_say, **_build_options(args))
     path = args.config or config_path()
     current = read_config_file(path) or {}
     # The image only runs on its own architecture, so the two are recorded together.
@@ -266,6 +279,43 @@ def _cmd_build(args: argparse.Namespace) -> int:
     else:
         print(f"Image {uri} is up to date.")
     return EXIT_OK
+
+
+def _build_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options of ``ensure_image`` that the ``build`` flags set (only those given)."""
+    options: dict[str, Any] = {}
+    if args.force:
+        options["force"] = True
+    if args.base_image:
+        options["base_image"] = args.base_image
+    requirements = [r for text in args.requirement for r in _requirements(text)]
+    if requirements:
+        options["requirements"] = requirements
+    apt = [name.strip() for text in args.apt for name in text.split(",") if name.strip()]
+    if apt:
+        options["apt_packages"] = apt
+    if args.dockerfile is not None:
+        options["dockerfile"] = args.dockerfile
+    if args.allow_index:
+        options["allow_index"] = True
+    return options
+
+
+def _requirements(text: str) -> list[str]:
+    """``--requirement``'s value: a requirement, or the requirements of the file it names."""
+    path = Path(text)
+    if not path.is_file():
+        return [text.strip()]
+    found = []
+    for line in path.read_text().splitlines():
+        line = line.split(" #")[0].strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("-"):
+            raise ConfigError(f"{path}: pip options ({line!r}) are not supported in "
+                              "--requirement files: list requirements only")
+        found.append(line)
+    return found
 
 
 def _cmd_cost(args: argparse.Namespace) -> int:

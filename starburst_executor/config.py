@@ -72,6 +72,7 @@ class Config:
     task_timeout: float | None = None
     max_cost: float | None = None
     progress: bool = False
+    forward_output: bool = True
     rerun_stragglers: bool = True  # run a batch far past its estimate again on an idle worker
 
     def replace(self, **changes: Any) -> Config:
@@ -240,7 +241,8 @@ def _convert(name: str, value: Any) -> Any:
         if isinstance(value, bool):
             raise ValueError("expected a number")
         return float(value)
-    if name in ("spot", "assign_public_ip", "auto_build", "progress", "rerun_stragglers"):
+    if name in ("spot", "assign_public_ip", "auto_build", "progress", "forward_output",
+                "rerun_stragglers"):
         return _to_bool(value)
     if name in ("subnets", "security_groups"):
         return _to_tuple(value)

@@ -6,6 +6,7 @@
      +-- ConfigError (also ValueError)          bad or missing configuration
      +-- SerializationError                     something could not be pickled or unpickled
      |    +-- PayloadVersionError               payload written by another Python/cloudpickle
+     |    +-- IntegrityError                    an object failed its authentication check
      +-- RemoteError                            stands in for a remote exception that cannot travel
      +-- StoreError                             the object store failed
      |    +-- ObjectNotFound (also KeyError)
@@ -29,6 +30,7 @@ __all__ = [
     "ConfigError",
     "SerializationError",
     "PayloadVersionError",
+    "IntegrityError",
     "RemoteError",
     "StoreError",
     "ObjectNotFound",
@@ -56,6 +58,26 @@ class SerializationError(StarburstError):
 
 class PayloadVersionError(SerializationError):
     """A payload was written by a different Python minor or cloudpickle major version."""
+
+
+class IntegrityError(SerializationError):
+    """An object read from the store failed its authentication check, so it was not unpickled.
+
+    It was not written under its key by this session: planted, moved, truncated or altered in
+    the store.  Only the batch that needed it fails (or is retried).  ``key`` names the object.
+    """
+
+    def __init__(self, key: str, why: str = "its authentication code does not match"):
+        super().__init__(
+            f"the object {key!r} failed its integrity check ({why}), so it was not unpickled: "
+            "it was not written there by this session (planted, truncated or altered in the "
+            "store). Check who else can write the store's bucket or directory."
+        )
+        self.key = key
+        self.why = why
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return type(self), (self.key, self.why)
 
 
 class RemoteError(StarburstError):

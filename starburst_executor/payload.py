@@ -1,8 +1,13 @@
 """The wire format of everything the client and the workers exchange through the store.
 
-Every object starts with a header that describes it, checked by the reader::
+Every object starts with a header that describes it and ends with its MAC, both checked by
+the reader before it unpickles anything::
 
-    b"SBX1" | 4-byte big-endian header length | JSON header | body
+    b"SBX1" | 4-byte big-endian header length | JSON header | body | HMAC-SHA256 (32 bytes)
+
+The MAC (``_auth.sign``) covers everything before it and the object's key, under the session's
+secret, which never touches the store: an object that was not written under its key by this
+session is refused with :class:`IntegrityError` (format 2; format 1 had no MAC).
 
 The header names the payload kind, the format version, the serializer and the versions of
 Python and cloudpickle that wrote it.  cloudpickle output is only readable by the same Python
@@ -17,10 +22,10 @@ Records, each a frozen dataclass with the code that writes and reads it:
   ``(args, kwargs)``: each call is pickled once, on its own, so its size is known before the
   batch is cut and one call that cannot be read fails that call only.
 * a *function* body: the cloudpickled callable, stored once per content hash.
-* :class:`Assignment`: a worker's next order (run this batch's attempt, or stop), small JSON,
-  so a worker reads it without unpickling anything.
-* :class:`Claim`: who runs one attempt of a batch, or that the client revoked it (small JSON,
-  created once with ``put_if_absent``: the worker claims it before it starts the batch).
+* :class:`Assignment`: a worker's next order (run this batch's attempt, or stop), a small JSON
+  body, so a worker reads it without unpickling anything (framed and authenticated too).
+* a *claim* (``_keys.Claim``): plain JSON, who runs one attempt of a batch or that the client
+  revoked it; only its existence counts (``put_if_absent``), its body is never trusted.
 * a *results* body: :class:`ResultPart`, whose values and exceptions are pickled one by one, so
   one result that cannot be unpickled fails one future, not a whole batch.  A record whose id
   is :data:`WHOLE_BATCH` stands for every call of its batch.
@@ -43,7 +48,14 @@ from typing import Any
 
 import cloudpickle
 
-from .errors import PayloadVersionError, RemoteError, RemoteTraceback, SerializationError
+from . import _auth, _pickling
+from .errors import (
+    IntegrityError,
+    PayloadVersionError,
+    RemoteError,
+    RemoteTraceback,
+    SerializationError,
+)
 
 __all__ = [
     "FORMAT_VERSION",
@@ -51,11 +63,11 @@ __all__ = [
     "Call",
     "Batch",
     "Assignment",
-    "Claim",
     "ArgsPickler",
     "pickle_args",
     "dump",
     "load",
+    "open_frame",
     "read_header",
     "ResultRecord",
     "ResultPart",
@@ -66,11 +78,14 @@ __all__ = [
 ]
 
 MAGIC = b"SBX1"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: frames end with an HMAC; result records carry the call's output
 _LEN = struct.Struct(">I")
 PYTHON_MINOR = "%d.%d" % sys.version_info[:2]
 CLOUDPICKLE_VERSION: str = cloudpickle.__version__
 PROTOCOL = 5
+
+# Kinds whose body is JSON, not a pickle.
+_JSON_KINDS = frozenset({"assign"})
 
 # A result record with this id stands for every call of the batch: the batch as a whole failed
 # (its payload could not be read), so the client fails all of its futures with that error.
@@ -91,23 +106,27 @@ def _header(kind: str) -> bytes:
     ).encode()
 
 
-def dump(kind: str, body: bytes) -> bytes:
-    """Frame an already pickled ``body`` with a header of ``kind``."""
+def dump(kind: str, body: bytes, *, key: str, secret: bytes) -> bytes:
+    """Frame an already pickled ``body`` with a header of ``kind`` and its MAC for ``key``."""
     header = _header(kind)
-    return b"".join((MAGIC, _LEN.pack(len(header)), header, body))
+    prefix = b"".join((MAGIC, _LEN.pack(len(header)), header))
+    return b"".join((prefix, body, _auth.sign(secret, key, (prefix, body))))
 
 
-def _dump_plain(kind: str, obj: Any) -> bytes:
+def _dump_plain(kind: str, obj: Any, *, key: str, secret: bytes) -> bytes:
     """:func:`dump` of ``obj`` pickled with the stdlib pickle straight behind its header, so a
     large body is copied once, not once more to join it to the header."""
     header = _header(kind)
     buffer = io.BytesIO()
     buffer.write(b"".join((MAGIC, _LEN.pack(len(header)), header)))
     pickle.Pickler(buffer, PROTOCOL).dump(obj)
+    with buffer.getbuffer() as written:
+        mac = _auth.sign(secret, key, (written,))
+    buffer.write(mac)
     return buffer.getvalue()
 
 
-def read_header(data: bytes) -> tuple[dict[str, Any], memoryview]:
+def read_header(data: bytes | memoryview) -> tuple[dict[str, Any], memoryview]:
     """Return (header, body) of a framed payload; raise ``SerializationError`` if it is none."""
     view = memoryview(data)
     if bytes(view[:4]) != MAGIC or len(view) < 8:
@@ -133,6 +152,8 @@ def check_header(header: dict[str, Any], kind: str) -> None:
         )
     if header.get("kind") != kind:
         raise SerializationError(f"expected a {kind} payload, got {header.get('kind')!r}")
+    if kind in _JSON_KINDS:
+        return  # nothing pickled: any Python reads it (a worker then refuses the batch itself)
     theirs_py = header.get("python")
     theirs_cp = str(header.get("cloudpickle", ""))
     if theirs_py != PYTHON_MINOR or theirs_cp.split(".")[0] != CLOUDPICKLE_VERSION.split(".")[0]:
@@ -145,11 +166,31 @@ def check_header(header: dict[str, Any], kind: str) -> None:
         )
 
 
-def load(data: bytes, kind: str) -> Any:
-    """Check the header of ``data`` and unpickle its body."""
-    header, body = read_header(data)
+def open_frame(data: bytes, kind: str, *, key: str, secret: bytes) -> memoryview:
+    """Check the MAC and the header of ``data``, read from ``key``; return its body.
+
+    Raises:
+        IntegrityError: the object was not written under ``key`` by this session.
+        PayloadVersionError: it was written by another version (told apart by its header).
+    """
+    try:
+        covered = _auth.verify(secret, key, data)
+    except IntegrityError:
+        try:
+            header, _ = read_header(data)
+        except SerializationError:
+            header = {}
+        if isinstance(header, dict) and header.get("format") not in (None, FORMAT_VERSION):
+            check_header(header, kind)  # another version wrote it: say which, not "tampered"
+        raise
+    header, body = read_header(covered)
     check_header(header, kind)
-    return pickle.loads(body)
+    return body
+
+
+def load(data: bytes, kind: str, *, key: str, secret: bytes) -> Any:
+    """Check the MAC and the header of ``data``, read from ``key``, and unpickle its body."""
+    return pickle.loads(open_frame(data, kind, key=key, secret=secret))
 
 
 def function_digest(pickled: bytes) -> str:
@@ -166,7 +207,8 @@ class ResultRecord:
 
     ``data`` is the pickled value (``ok``) or the pickled exception; ``error`` holds the
     exception's type name, message and formatted traceback as text, so the client can build a
-    :class:`RemoteError` even when the exception itself cannot be unpickled.
+    :class:`RemoteError` even when the exception itself cannot be unpickled.  ``output`` is what
+    the call printed and logged (``_output.Output``), empty when the client did not ask for it.
     """
 
     item_id: int
@@ -176,6 +218,7 @@ class ResultRecord:
     error: tuple[str, str, str] | None = None
     started: float = 0.0
     finished: float = 0.0
+    output: tuple[tuple[str, str], ...] = ()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,7 +244,7 @@ def _pickle_any(obj: Any) -> bytes:
     try:
         return pickle.dumps(obj, PROTOCOL)
     except Exception:
-        return cloudpickle.dumps(obj, PROTOCOL)
+        return _pickling.dumps(obj, PROTOCOL)
 
 
 def encode_value(item_id: int, value: Any, started: float, finished: float) -> ResultRecord:
@@ -324,7 +367,7 @@ def register_local_modules() -> None:
 def pickle_function(fn: Any) -> bytes:
     """cloudpickle ``fn``; a failure names the function and the reason."""
     try:
-        return cloudpickle.dumps(fn, PROTOCOL)
+        return _pickling.dumps(fn, PROTOCOL)
     except Exception as exc:
         raise SerializationError(
             f"the function {getattr(fn, '__qualname__', fn)!r} could not be pickled: "
@@ -346,7 +389,7 @@ class ArgsPickler:
     def _renew(self) -> None:
         # Also after a failure: a pickler stopped midway may hold a half-written frame.
         self._buffer = io.BytesIO()
-        self._pickler = cloudpickle.CloudPickler(self._buffer, PROTOCOL)
+        self._pickler = _pickling.Pickler(self._buffer, PROTOCOL)
 
     def dumps(self, item_id: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> bytes:
         """Pickle one call's arguments; a failure names the argument that cannot travel."""
@@ -374,7 +417,7 @@ def _args_error(
     named += [(f"kwargs[{k!r}]", v) for k, v in kwargs.items()]
     for label, value in named:
         try:
-            cloudpickle.dumps(value, PROTOCOL)
+            _pickling.dumps(value, PROTOCOL)
         except Exception:
             culprit = f"{label} (a {_qualname(value)})"
             break
@@ -413,15 +456,16 @@ class Batch:
     digests: tuple[str, ...]
     calls: tuple[Call, ...]
 
-    def encode(self) -> bytes:
-        """The framed object stored under ``batches/<batch id>``."""
+    def encode(self, *, key: str, secret: bytes) -> bytes:
+        """The framed object stored under ``key`` (``batches/<batch id>``)."""
         calls = [(c.item_id, c.fn_index, c.args) for c in self.calls]
-        return _dump_plain("batch", (self.batch_id, list(self.digests), calls))
+        return _dump_plain("batch", (self.batch_id, list(self.digests), calls),
+                           key=key, secret=secret)
 
     @classmethod
-    def decode(cls, data: bytes) -> Batch:
-        """Check the header of ``data`` and read the batch (call arguments stay pickled)."""
-        batch_id, digests, calls = load(data, "batch")
+    def decode(cls, data: bytes, *, key: str, secret: bytes) -> Batch:
+        """Check ``data`` read from ``key`` and read the batch (call arguments stay pickled)."""
+        batch_id, digests, calls = load(data, "batch", key=key, secret=secret)
         return cls(batch_id, tuple(digests), tuple(Call(i, f, a) for i, f, a in calls))
 
 
@@ -429,7 +473,8 @@ class Batch:
 class Assignment:
     """A worker's next order: run ``attempt`` of a batch without the calls in ``skip``, or stop.
 
-    JSON on the wire (``{"batch": id, "attempt": n, "skip": [...]}`` or ``{"stop": true}``).
+    A JSON body on the wire (``{"batch": id, "attempt": n, "skip": [...]}`` or
+    ``{"stop": true}``), framed and authenticated like every other object.
     """
 
     batch_id: str = ""
@@ -437,39 +482,18 @@ class Assignment:
     skip: frozenset[int] = frozenset()
     stop: bool = False
 
-    def encode(self) -> bytes:
+    def encode(self, *, key: str, secret: bytes) -> bytes:
         if self.stop:
-            return b'{"stop": true}'
-        return json.dumps({"batch": self.batch_id, "attempt": self.attempt,
-                           "skip": sorted(self.skip)}).encode()
+            body = b'{"stop": true}'
+        else:
+            body = json.dumps({"batch": self.batch_id, "attempt": self.attempt,
+                               "skip": sorted(self.skip)}).encode()
+        return dump("assign", body, key=key, secret=secret)
 
     @classmethod
-    def decode(cls, data: bytes) -> Assignment:
-        order = json.loads(data)
+    def decode(cls, data: bytes, *, key: str, secret: bytes) -> Assignment:
+        order = json.loads(bytes(open_frame(data, "assign", key=key, secret=secret)))
         if order.get("stop"):
             return cls(stop=True)
         return cls(order["batch"], int(order["attempt"]), frozenset(order.get("skip", ())))
 
-
-@dataclasses.dataclass(frozen=True)
-class Claim:
-    """The claim of one attempt of a batch: the worker that runs it, or ``revoked``.
-
-    Whoever creates ``claims/<batch id>.<attempt>`` first wins: a worker starts an attempt
-    only if it created the claim, and the client revokes a queued attempt by creating it first.
-    It names no worker in its key, so any worker could claim a queued batch.
-    """
-
-    worker_id: str = ""
-    revoked: bool = False
-    at: float = 0.0
-
-    def encode(self) -> bytes:
-        if self.revoked:
-            return json.dumps({"revoked": True, "at": self.at}).encode()
-        return json.dumps({"worker": self.worker_id, "at": self.at}).encode()
-
-    @classmethod
-    def decode(cls, data: bytes) -> Claim:
-        doc = json.loads(data)
-        return cls(doc.get("worker", ""), bool(doc.get("revoked")), float(doc.get("at", 0.0)))

@@ -1,19 +1,23 @@
 """The worker: ``python -m starburst_executor.worker``.
 
-It reads only keys and settings from its environment (see ``_keys``), then loops::
+It reads keys and settings from its environment (see ``_keys``), and the session secret that
+authenticates every object it reads and writes (see ``_auth``), then loops::
 
     wait for assign/<worker id>/<seq>  --(idle_timeout passes, or a stop order)-->  exit 0
       claim claims/<batch id>.<attempt> (create-if-absent)  --(revoked by the client)-->  next
       fetch the batch and its functions (functions cached by content hash)
-      run each call, writing results in parts as they finish (every flush_interval)
+      run each call, its output captured (_output), writing results in parts as they finish
+      (every flush_interval)
       seq += 1
 
 so a warm worker takes the next batch without a new cold start.  It imports payload, storage,
-errors and _keys, never the engine or the executor.
+errors, _keys, _pickling, _threads (the thread pools are capped at start) and _output, never the
+engine or the executor.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import pickle
 import random
@@ -23,15 +27,23 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import _keys, payload
-from .errors import ObjectNotFound, PayloadVersionError, SerializationError, StarburstError
+from . import _auth, _keys, _output, _pickling, _threads, payload
+from .errors import (
+    IntegrityError,
+    ObjectNotFound,
+    PayloadVersionError,
+    SerializationError,
+    StarburstError,
+)
 from .storage import ObjectStore, open_store
 
 __all__ = ["Worker", "main"]
 
 
 def _log(message: str) -> None:
-    print(f"[starburst worker {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+    # The worker's own stderr, never a call's captured output (see _output).
+    print(f"[starburst worker {time.strftime('%H:%M:%S')}] {message}",
+          file=sys.__stderr__ or sys.stderr, flush=True)
 
 
 class Worker:
@@ -42,23 +54,33 @@ class Worker:
         store: ObjectStore,
         worker_id: str,
         *,
+        secret: bytes,
         idle_timeout: float = 60.0,
         flush_interval: float = 1.0,
         poll_min: float = 0.002,
         poll_max: float = 1.0,
         flush_bytes: int = 8 * 1024 * 1024,
+        capture_output: bool = True,
     ):
         self.store = store
         self.worker_id = worker_id
+        self.secret = secret
         self.idle_timeout = idle_timeout
         self.flush_interval = flush_interval
         self.poll_min = poll_min
         self.poll_max = poll_max
         self.flush_bytes = flush_bytes
         self._functions: dict[str, Callable[..., Any]] = {}
+        self._output = _output.OutputCapture() if capture_output else None
 
     def run(self) -> int:
         """Serve assignments until idle or told to stop; return the exit code."""
+        if self._output is None:
+            return self._serve()
+        with self._output:  # before any user code is unpickled (see _output)
+            return self._serve()
+
+    def _serve(self) -> int:
         seq = 0
         while True:
             assignment = self._next_assignment(seq)
@@ -78,7 +100,10 @@ class Worker:
         delay = self.poll_min  # every poll of a remote store is a billed request
         while True:
             try:
-                return payload.Assignment.decode(self.store.get(key))
+                # One that fails its check ends this worker (IntegrityError): its batch is
+                # lost and retried on another worker, whose assignment is fresh.
+                return payload.Assignment.decode(self.store.get(key), key=key,
+                                                 secret=self.secret)
             except ObjectNotFound:
                 pass
             left = deadline - time.monotonic()
@@ -90,7 +115,7 @@ class Worker:
     def _claim(self, assignment: payload.Assignment) -> bool:
         """Start an attempt only by creating its claim: the client may have revoked it first."""
         key = _keys.claim_key(assignment.batch_id, assignment.attempt)
-        claim = payload.Claim(self.worker_id, at=time.time())
+        claim = _keys.Claim(self.worker_id, at=time.time())
         if self.store.put_if_absent(key, claim.encode()):
             return True
         _log(f"{self.worker_id}: batch {assignment.batch_id} attempt {assignment.attempt} was "
@@ -100,7 +125,8 @@ class Worker:
     def _load_function(self, digest: str) -> Callable[..., Any]:
         fn = self._functions.get(digest)
         if fn is None:
-            fn = payload.load(self.store.get(_keys.function_key(digest)), "function")
+            key = _keys.function_key(digest)
+            fn = payload.load(self.store.get(key), "function", key=key, secret=self.secret)
             self._functions[digest] = fn
         return fn
 
@@ -108,16 +134,13 @@ class Worker:
         batch_id, attempt = assignment.batch_id, assignment.attempt
         writer = _PartWriter(self, batch_id, attempt)
         try:
-            batch = payload.Batch.decode(self.store.get(_keys.batch_key(batch_id)))
+            key = _keys.batch_key(batch_id)
+            batch = payload.Batch.decode(self.store.get(key), key=key, secret=self.secret)
             functions = [self._load_function(d) for d in batch.digests]
         except Exception as exc:
             error: Exception = exc
-            if not isinstance(exc, PayloadVersionError):
-                error = SerializationError(
-                    f"batch {batch_id} could not be unpickled on worker {self.worker_id}: "
-                    f"{type(exc).__name__}: {exc}. If a module is missing, install it where "
-                    "the client runs and rebuild the worker image (`starburst build`)."
-                )
+            if not isinstance(exc, (PayloadVersionError, IntegrityError)):
+                error = _unpickling_error(f"batch {batch_id}", self.worker_id, exc)
             # The whole batch fails with this error; no retry would read it any better.
             _log(f"{self.worker_id}: refusing batch {batch_id}: {error}")
             writer.add(payload.encode_exception(payload.WHOLE_BATCH, error, 0.0, 0.0, ""))
@@ -135,17 +158,31 @@ class Worker:
         try:
             args, kwargs = call.arguments()
         except Exception as exc:  # fails this call only: the others' arguments are fine
-            error = SerializationError(
-                f"the arguments of call {call.item_id} could not be unpickled on worker "
-                f"{self.worker_id}: {type(exc).__name__}: {exc}. If a module is missing, "
-                "install it where the client runs and rebuild the worker image "
-                "(`starburst build`).")
+            error = _unpickling_error(f"the arguments of call {call.item_id}",
+                                      self.worker_id, exc)
             return payload.encode_exception(call.item_id, error, started, time.time(), "")
-        try:
-            value = fn(*args, **kwargs)
-        except BaseException as exc:  # like the stdlib pool: SystemExit travels back too
-            return payload.encode_exception(call.item_id, exc, started, time.time())
-        return payload.encode_value(call.item_id, value, started, time.time())
+        if self._output is None:
+            return _call(call.item_id, fn, args, kwargs, started)
+        with self._output.call() as output:
+            record = _call(call.item_id, fn, args, kwargs, started)
+        captured = output.output()
+        return dataclasses.replace(record, output=captured) if captured else record
+
+
+def _call(item_id: int, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
+          started: float) -> payload.ResultRecord:
+    try:
+        value = fn(*args, **kwargs)
+    except BaseException as exc:  # like the stdlib pool: SystemExit travels back too
+        return payload.encode_exception(item_id, exc, started, time.time())
+    return payload.encode_value(item_id, value, started, time.time())
+
+
+def _unpickling_error(what: str, worker_id: str, exc: Exception) -> SerializationError:
+    cause = f"{type(exc).__name__}: {exc}"
+    hint = _pickling.explain_unpickling_error(exc)
+    text = hint if hint.startswith(cause) else f"{cause}; {hint}"
+    return SerializationError(f"{what} could not be unpickled on worker {worker_id}: {text}")
 
 
 class _PartWriter:
@@ -201,10 +238,9 @@ class _PartWriter:
             self.batch_id, self.attempt, self.worker.worker_id, self.records, final
         )
         body = pickle.dumps(part, payload.PROTOCOL)
-        self.worker.store.put(
-            _keys.result_key(self.batch_id, self.attempt, self.part),
-            payload.dump("results", body),
-        )
+        key = _keys.result_key(self.batch_id, self.attempt, self.part)
+        self.worker.store.put(key, payload.dump("results", body, key=key,
+                                                secret=self.worker.secret))
         self.part += 1
         self.records = []
         self.size = 0
@@ -232,17 +268,26 @@ def main(env: Mapping[str, str] | None = None) -> int:
     except KeyError as missing:
         _log(f"{missing} is not set: this module is started by starburst-executor, not by hand")
         return 2
+    if env is os.environ:  # the calls run here, and what they start need not inherit it
+        secret_text = os.environ.pop(_auth.ENV_SECRET, "")
+    else:
+        secret_text = env.get(_auth.ENV_SECRET, "")
     if env.get(_keys.ENV_PARENT_PID):
         _watch_parent(int(env[_keys.ENV_PARENT_PID]))
+    if env is os.environ:  # before any user code is unpickled: BLAS reads these at import
+        _threads.cap_thread_pools(os.environ)
     try:
+        secret = _auth.secret_from_env(secret_text)
         store = open_store(url)
         worker = Worker(
             store,
             worker_id,
+            secret=secret,
             idle_timeout=float(env.get(_keys.ENV_IDLE_TIMEOUT, "60")),
             flush_interval=float(env.get(_keys.ENV_FLUSH_INTERVAL, "1")),
             poll_min=float(env.get(_keys.ENV_POLL_MIN, "0.002")),
             poll_max=float(env.get(_keys.ENV_POLL_MAX, "1")),
+            capture_output=env.get(_keys.ENV_CAPTURE_OUTPUT, "1") != "0",
         )
         return worker.run()
     except StarburstError as exc:

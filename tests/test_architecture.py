@@ -7,7 +7,8 @@ Layers (a module may import its own layer and the ones below, never above)::
     2  _aws, storage/, launch/, image/, provision/      I/O edges: the only users of boto3/docker
     1  payload, _keys, _pickling, planner, cost,        pure: the wire, planning, prices
        _future, _progress
-    0  errors, config, _stats, _tags, _threads          stdlib only
+    0  errors, config, _stats, _tags, _threads,         stdlib only
+       _output, _auth
 
     separate entry points: worker (layers 0-1 and storage/ only); cli, __main__ and testing/
     (anything)
@@ -27,7 +28,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "starburst_executor"
 NAME = "starburst_executor"
 
 _LAYERS: dict[str, int] = {
-    "errors": 0, "config": 0, "_stats": 0, "_tags": 0, "_threads": 0,
+    "errors": 0, "config": 0, "_auth": 0, "_stats": 0, "_tags": 0, "_threads": 0, "_output": 0,
     "payload": 1, "_keys": 1, "_pickling": 1, "planner": 1, "cost": 1, "_future": 1,
     "_progress": 1,
     "_aws": 2, "storage": 2, "launch": 2, "image": 2, "provision": 2,
@@ -35,7 +36,8 @@ _LAYERS: dict[str, int] = {
     "executor": 4, "__init__": 4,
 }
 _ENTRY_POINTS = {"worker", "cli", "__main__", "testing"}
-_WORKER_MAY_IMPORT = {"errors", "config", "_stats", "_threads", "payload", "_pickling", "_keys",
+_WORKER_MAY_IMPORT = {"errors", "config", "_auth", "_stats", "_threads", "_output", "payload",
+                      "_pickling", "_keys",
                       "storage",
                       "__init__"}
 

@@ -215,3 +215,23 @@ def test_vcpu_quota_runs_the_work_in_waves(run: Any, fargate: FargateEmulator,
     assert spans
     most = max(sum(1 for a, b in spans if a <= start < b) for start, _ in spans)
     assert most <= 2
+
+
+def prints_and_reports_threads(x: int) -> str | None:
+    import logging
+    import os
+
+    print(f"on fargate {x}")
+    logging.warning("logged %d", x)
+    return os.environ.get("OMP_NUM_THREADS")
+
+
+def test_output_and_thread_caps_on_fargate(run: Any, capsys: pytest.CaptureFixture[str]) -> None:
+    with run(max_workers=1, cpu=4, memory=8192) as ex:
+        future = ex.submit(prints_and_reports_threads, 7)
+        assert future.result(timeout=60) == "4"  # the task's vCPUs, not the host's cores
+    out, err = capsys.readouterr()
+    assert "[call 0] on fargate 7" in out.splitlines()
+    assert "[call 0] WARNING:root:logged 7" in err.splitlines()
+    assert future.metadata.output == (("stdout", "on fargate 7\n"),
+                                      ("stderr", "WARNING:root:logged 7\n"))

@@ -8,8 +8,9 @@ import threading
 import cloudpickle
 import pytest
 
-from starburst_executor import payload
+from starburst_executor import _auth, payload
 from starburst_executor.errors import (
+    IntegrityError,
     PayloadVersionError,
     RemoteError,
     RemoteTraceback,
@@ -17,41 +18,91 @@ from starburst_executor.errors import (
 )
 
 
+S = b"k" * 32
+
+
 def test_round_trip_with_header() -> None:
-    data = payload.dump("function", cloudpickle.dumps(len))
+    data = payload.dump("function", cloudpickle.dumps(len), key="functions/x", secret=S)
     header, _ = payload.read_header(data)
     assert header["kind"] == "function"
     assert header["python"] == payload.PYTHON_MINOR
-    assert payload.load(data, "function") is len
+    assert payload.load(data, "function", key="functions/x", secret=S) is len
 
 
-def _forge(kind: str, python: str, cloudpickle_version: str, fmt: int = 1) -> bytes:
+def _forge(kind: str, python: str, cloudpickle_version: str,
+           fmt: int = payload.FORMAT_VERSION, key: str = "k") -> bytes:
     header = json.dumps({"format": fmt, "kind": kind, "serializer": "cloudpickle",
                          "python": python, "cloudpickle": cloudpickle_version}).encode()
-    return payload.MAGIC + struct.pack(">I", len(header)) + header + pickle.dumps(1)
+    data = payload.MAGIC + struct.pack(">I", len(header)) + header + pickle.dumps(1)
+    return data + _auth.sign(S, key, (data,))
+
+
+def _load(data: bytes, kind: str, key: str = "k") -> object:
+    return payload.load(data, kind, key=key, secret=S)
+
+
+class _Boom:
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (_explode, ())
+
+
+def _explode() -> None:
+    raise AssertionError("unpickled although it failed its check")
+
+
+@pytest.mark.parametrize("change", ["key", "secret", "truncated", "flipped", "unsigned"])
+def test_an_object_that_fails_its_mac_is_never_unpickled(change: str) -> None:
+    body = pickle.dumps(_Boom())
+    data = payload.dump("results", body, key="results/b1.1.00000", secret=S)
+    key, secret = "results/b1.1.00000", S
+    if change == "key":
+        key = "results/b2.1.00000"  # moved to another name
+    elif change == "secret":
+        secret = b"x" * 32  # another session's
+    elif change == "truncated":
+        data = data[:-40]
+    elif change == "flipped":
+        data = data[:20] + bytes([data[20] ^ 1]) + data[21:]
+    else:
+        data = data[:-_auth.MAC_SIZE]
+    with pytest.raises(IntegrityError, match="results/b"):
+        payload.load(data, "results", key=key, secret=secret)
+
+
+def test_an_object_of_the_previous_format_is_a_version_error() -> None:
+    header = json.dumps({"format": 1, "kind": "batch", "python": payload.PYTHON_MINOR,
+                         "cloudpickle": payload.CLOUDPICKLE_VERSION}).encode()
+    data = payload.MAGIC + struct.pack(">I", len(header)) + header + pickle.dumps(1)
+    with pytest.raises(PayloadVersionError, match="format 1"):
+        _load(data, "batch")
+
+
+def test_integrity_error_pickles_with_its_key() -> None:
+    error = pickle.loads(pickle.dumps(IntegrityError("functions/abc", "why")))
+    assert isinstance(error, SerializationError)
+    assert error.key == "functions/abc" and "functions/abc" in str(error)
 
 
 def test_other_python_minor_is_refused_with_what_to_rebuild() -> None:
     with pytest.raises(PayloadVersionError, match=r"Python 3\.99.*starburst build"):
-        payload.load(_forge("batch", "3.99", payload.CLOUDPICKLE_VERSION), "batch")
+        _load(_forge("batch", "3.99", payload.CLOUDPICKLE_VERSION), "batch")
 
 
 def test_other_cloudpickle_major_is_refused() -> None:
     with pytest.raises(PayloadVersionError, match="cloudpickle 99.0"):
-        payload.load(_forge("batch", payload.PYTHON_MINOR, "99.0"), "batch")
+        _load(_forge("batch", payload.PYTHON_MINOR, "99.0"), "batch")
 
 
 def test_other_format_is_refused() -> None:
     with pytest.raises(PayloadVersionError, match="format"):
-        payload.load(_forge("batch", payload.PYTHON_MINOR, payload.CLOUDPICKLE_VERSION, 2),
-                     "batch")
+        _load(_forge("batch", payload.PYTHON_MINOR, payload.CLOUDPICKLE_VERSION, 3), "batch")
 
 
 def test_wrong_kind_and_garbage() -> None:
     with pytest.raises(SerializationError, match="expected a batch"):
-        payload.load(payload.dump("results", pickle.dumps(1)), "batch")
-    with pytest.raises(SerializationError, match="bad magic"):
-        payload.load(b"hello world", "batch")
+        _load(payload.dump("results", pickle.dumps(1), key="k", secret=S), "batch")
+    with pytest.raises(IntegrityError):
+        _load(b"hello world, a planted object of more than thirty-two bytes", "batch")
 
 
 class CustomError(Exception):
@@ -139,11 +190,16 @@ def test_function_digest_is_content_hash() -> None:
 
 def test_assignment_round_trip() -> None:
     order = payload.Assignment("b000000007", 3, frozenset({4, 1}))
-    assert json.loads(order.encode()) == {"batch": "b000000007", "attempt": 3, "skip": [1, 4]}
-    assert payload.Assignment.decode(order.encode()) == order
-    assert payload.Assignment.decode(b'{"batch": "b1", "attempt": 1}').skip == frozenset()
+    data = order.encode(key="a", secret=S)
+    body = payload.open_frame(data, "assign", key="a", secret=S)
+    assert json.loads(bytes(body)) == {"batch": "b000000007", "attempt": 3, "skip": [1, 4]}
+    assert payload.Assignment.decode(data, key="a", secret=S) == order
+    short = payload.dump("assign", b'{"batch": "b1", "attempt": 1}', key="a", secret=S)
+    assert payload.Assignment.decode(short, key="a", secret=S).skip == frozenset()
     stop = payload.Assignment(stop=True)
-    assert payload.Assignment.decode(stop.encode()) == stop
+    assert payload.Assignment.decode(stop.encode(key="a", secret=S), key="a", secret=S) == stop
+    with pytest.raises(IntegrityError):
+        payload.Assignment.decode(b'{"stop": true}' * 4, key="a", secret=S)
 
 
 def test_batch_round_trip_keeps_each_calls_arguments_apart() -> None:
@@ -151,7 +207,7 @@ def test_batch_round_trip_keeps_each_calls_arguments_apart() -> None:
     shared = [1, 2, 3]
     calls = tuple(payload.Call(i, 0, pickler.dumps(i, (shared,), {"k": i})) for i in range(3))
     batch = payload.Batch("b1", ("digest",), calls)
-    decoded = payload.Batch.decode(batch.encode())
+    decoded = payload.Batch.decode(batch.encode(key="b", secret=S), key="b", secret=S)
     assert decoded == batch
     assert [c.arguments() for c in decoded.calls] == [(([1, 2, 3],), {"k": i}) for i in range(3)]
 

@@ -12,12 +12,13 @@ from typing import Any
 
 import pytest
 
-from starburst_executor import _keys, payload
+from starburst_executor import _auth, _keys, payload
 from starburst_executor.errors import PayloadVersionError, SerializationError
 from starburst_executor.storage.local import LocalStore
 from starburst_executor.storage.memory import MemoryStore
 from starburst_executor.worker import Worker
 
+from .contracts._wire import SECRET, SECRET_ENV, read_part
 from .contracts._wire import assign as _assign
 from .contracts._wire import put_batch as _put_batch
 
@@ -32,7 +33,7 @@ def store() -> MemoryStore:
 def _results(store: Any) -> dict[int, tuple[bool, Any]]:
     out = {}
     for key in store.list(_keys.RESULTS_PREFIX):
-        part = payload.load(store.get(key), "results")
+        part = read_part(store, key)
         for record in part.records:
             out[record.item_id] = payload.decode_result(record)
     return out
@@ -44,7 +45,7 @@ def test_runs_assignments_in_order_then_exits_idle(store: MemoryStore) -> None:
     _assign(store, "w1", 0, "b1")
     _assign(store, "w1", 1, "b2")
     started = time.monotonic()
-    assert Worker(store, "w1", idle_timeout=0.2).run() == 0
+    assert Worker(store, "w1", secret=SECRET, idle_timeout=0.2).run() == 0
     assert time.monotonic() - started < 5
     assert _results(store) == {0: (True, 2), 1: (True, 4), 2: (True, -5)}
 
@@ -52,26 +53,27 @@ def test_runs_assignments_in_order_then_exits_idle(store: MemoryStore) -> None:
 def test_skip_list_is_honoured(store: MemoryStore) -> None:
     _put_batch(store, "b1", lambda x: x, [(0, (1,)), (1, (2,)), (2, (3,))])
     _assign(store, "w1", 0, "b1", skip=[0, 2])
-    Worker(store, "w1", idle_timeout=0.1).run()
+    Worker(store, "w1", secret=SECRET, idle_timeout=0.1).run()
     assert _results(store) == {1: (True, 2)}
 
 
 def test_stop_order(store: MemoryStore) -> None:
-    store.put(_keys.assign_key("w1", 0), payload.Assignment(stop=True).encode())
+    key = _keys.assign_key("w1", 0)
+    store.put(key, payload.Assignment(stop=True).encode(key=key, secret=SECRET))
     started = time.monotonic()
-    assert Worker(store, "w1", idle_timeout=30).run() == 0
+    assert Worker(store, "w1", secret=SECRET, idle_timeout=30).run() == 0
     assert time.monotonic() - started < 5
 
 
 def test_results_are_written_in_parts_as_calls_finish(store: MemoryStore) -> None:
     _put_batch(store, "b1", time.sleep, [(i, (0.03,)) for i in range(6)])
     _assign(store, "w1", 0, "b1")
-    Worker(store, "w1", idle_timeout=0.1, flush_interval=0.05).run()
+    Worker(store, "w1", secret=SECRET, idle_timeout=0.1, flush_interval=0.05).run()
     parts = store.list(_keys.RESULTS_PREFIX)
     assert len(parts) >= 3
-    last = payload.load(store.get(parts[-1]), "results")
+    last = read_part(store, parts[-1])
     assert last.final
-    assert not any(payload.load(store.get(k), "results").final for k in parts[:-1])
+    assert not any(read_part(store, k).final for k in parts[:-1])
 
 
 def test_exceptions_travel_per_call(store: MemoryStore) -> None:
@@ -82,7 +84,7 @@ def test_exceptions_travel_per_call(store: MemoryStore) -> None:
 
     _put_batch(store, "b1", maybe_fail, [(0, (0,)), (1, (1,)), (2, (2,))])
     _assign(store, "w1", 0, "b1")
-    Worker(store, "w1", idle_timeout=0.1).run()
+    Worker(store, "w1", secret=SECRET, idle_timeout=0.1).run()
     results = _results(store)
     assert results[0] == (True, 0) and results[2] == (True, 2)
     ok, error = results[1]
@@ -91,21 +93,25 @@ def test_exceptions_travel_per_call(store: MemoryStore) -> None:
 
 
 def test_refuses_payload_from_another_python(store: MemoryStore) -> None:
-    header = json.dumps({"format": 1, "kind": "batch", "serializer": "cloudpickle",
-                         "python": "3.99", "cloudpickle": payload.CLOUDPICKLE_VERSION}).encode()
-    store.put(_keys.batch_key("b1"),
-              payload.MAGIC + struct.pack(">I", len(header)) + header + pickle.dumps(None))
+    # As a worker of another Python, given this session's secret, would write it.
+    header = json.dumps({"format": payload.FORMAT_VERSION, "kind": "batch",
+                         "serializer": "cloudpickle", "python": "3.99",
+                         "cloudpickle": payload.CLOUDPICKLE_VERSION}).encode()
+    key = _keys.batch_key("b1")
+    data = payload.MAGIC + struct.pack(">I", len(header)) + header + pickle.dumps(None)
+    store.put(key, data + _auth.sign(SECRET, key, (data,)))
     _assign(store, "w1", 0, "b1")
-    Worker(store, "w1", idle_timeout=0.1).run()
+    Worker(store, "w1", secret=SECRET, idle_timeout=0.1).run()
     ok, error = _results(store)[payload.WHOLE_BATCH]
     assert isinstance(error, PayloadVersionError)
     assert "Python 3.99" in str(error) and "starburst build" in str(error)
 
 
 def test_batch_that_cannot_be_unpickled_fails_as_a_whole(store: MemoryStore) -> None:
-    store.put(_keys.batch_key("b1"), payload.dump("batch", b"\x80\x05garbage"))
+    key = _keys.batch_key("b1")
+    store.put(key, payload.dump("batch", b"\x80\x05garbage", key=key, secret=SECRET))
     _assign(store, "w1", 0, "b1")
-    Worker(store, "w1", idle_timeout=0.1).run()
+    Worker(store, "w1", secret=SECRET, idle_timeout=0.1).run()
     ok, error = _results(store)[payload.WHOLE_BATCH]
     assert isinstance(error, SerializationError)
     assert "could not be unpickled on worker w1" in str(error)
@@ -124,7 +130,7 @@ def test_main_as_subprocess_runs_a_batch(tmp_path: Any) -> None:
     _put_batch(store, "b1", pow, [(0, (2, 10))])
     _assign(store, "w9", 0, "b1")
     env = dict(os.environ, STARBURST_STORE_URL=store.url, STARBURST_WORKER_ID="w9",
-               STARBURST_IDLE_TIMEOUT="0.2")
+               STARBURST_IDLE_TIMEOUT="0.2", **SECRET_ENV)
     proc = subprocess.run([sys.executable, "-m", "starburst_executor.worker"], env=env,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
@@ -134,12 +140,13 @@ def test_main_as_subprocess_runs_a_batch(tmp_path: Any) -> None:
 
 def test_arguments_that_cannot_be_unpickled_fail_their_call_only(store: MemoryStore) -> None:
     _put_batch(store, "b1", lambda x: x, [(0, (1,)), (2, (3,))])
-    batch = payload.Batch.decode(store.get(_keys.batch_key("b1")))
+    key = _keys.batch_key("b1")
+    batch = payload.Batch.decode(store.get(key), key=key, secret=SECRET)
     broken = payload.Call(1, 0, b"\x80\x05garbage")
     calls = (batch.calls[0], broken, batch.calls[1])
-    store.put(_keys.batch_key("b1"), payload.Batch("b1", batch.digests, calls).encode())
+    store.put(key, payload.Batch("b1", batch.digests, calls).encode(key=key, secret=SECRET))
     _assign(store, "w1", 0, "b1")
-    Worker(store, "w1", idle_timeout=0.1).run()
+    Worker(store, "w1", secret=SECRET, idle_timeout=0.1).run()
     results = _results(store)
     assert results[0] == (True, 1) and results[2] == (True, 3)
     ok, error = results[1]

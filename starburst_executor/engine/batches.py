@@ -73,8 +73,10 @@ class Batch:
 class Batcher:
     """Forms and uploads new batches from the intake (the manager thread's only)."""
 
-    def __init__(self, intake: Intake, store: ObjectStore, policy: BatchPolicy) -> None:
+    def __init__(self, intake: Intake, store: ObjectStore, policy: BatchPolicy, *,
+                 secret: bytes) -> None:
         self._intake = intake
+        self._secret = secret  # signs every object uploaded (payload's MAC)
         self._store = store
         self._policy = policy
         self._carry: collections.deque[WorkItem] = collections.deque()  # batched, not yet sent
@@ -106,6 +108,10 @@ class Batcher:
             batch = self._upload(items)
             if batch is not None:
                 return batch
+
+    def forget_uploads(self) -> None:
+        """Upload every function again when next used (a stored one failed its check)."""
+        self._uploaded.clear()
 
     def drain(self, error: BaseException) -> None:
         """Fail the carried calls with ``error``."""
@@ -224,7 +230,8 @@ class Batcher:
             return digest
         if digest not in self._uploaded:
             pickled = self._pickled.pop(digest, None) or payload.pickle_function(fn)
-            self._store.put(_keys.function_key(digest), payload.dump("function", pickled))
+            key = _keys.function_key(digest)
+            self._store.put(key, payload.dump("function", pickled, key=key, secret=self._secret))
             self._uploaded.add(digest)
         digests.append(digest)
         return len(digests) - 1
@@ -242,11 +249,13 @@ class Batcher:
             return None
         batch_id = f"b{self._next_batch:09d}"
         self._next_batch += 1
-        body = payload.Batch(batch_id, tuple(digests), tuple(calls)).encode()
+        key = _keys.batch_key(batch_id)
+        body = payload.Batch(batch_id, tuple(digests), tuple(calls)).encode(
+            key=key, secret=self._secret)
         per_call = len(body) / len(calls)
         bpc = self._bytes_per_call
         self._bytes_per_call = per_call if bpc is None else 0.7 * bpc + 0.3 * per_call
-        self._store.put(_keys.batch_key(batch_id), body)
+        self._store.put(key, body)
         future_of = {item.item_id: item.future for item in items}
         futures = {call.item_id: future_of[call.item_id] for call in calls}
         for future in futures.values():

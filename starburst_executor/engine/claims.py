@@ -23,7 +23,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 
-from .. import _keys, payload
+from .. import _keys
 from ..storage import ObjectStore
 from .batches import ASSIGNED, CLAIMED, REVOKED, UNASSIGNED, Batch
 
@@ -67,7 +67,7 @@ class Claims:
 
     def _revoke_locked(self, batch: Batch) -> bool:
         key = _keys.claim_key(batch.batch_id, batch.attempt)
-        if self._store.put_if_absent(key, payload.Claim(revoked=True, at=time.time()).encode()):
+        if self._store.put_if_absent(key, _keys.Claim(revoked=True, at=time.time()).encode()):
             batch.claim = REVOKED
             return True
         self._confirm_locked(batch)  # the worker was first

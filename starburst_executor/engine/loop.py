@@ -46,13 +46,14 @@ import weakref
 from concurrent.futures import CancelledError
 from typing import Any
 
-from .. import _keys, payload
+from .. import _auth, _keys, _output, payload
+from .._future import CallMetadata
 from ..config import Config
-from ..errors import ExecutorBroken, SerializationError, StarburstError
+from ..errors import ExecutorBroken, IntegrityError, StarburstError, StoreError
 from ..launch.base import Launcher, TaskState
 from ..planner import BatchPolicy
 from ..storage import ObjectStore
-from .batches import CLAIMED, Batch, Batcher
+from .batches import Batch, Batcher
 from .claims import Claims
 from .dispatch import Dispatcher
 from .intake import Intake
@@ -73,6 +74,7 @@ class Settings:
     ``delete_session``: remove the session's objects at the end (a private temporary store).
     ``launch_all``: start every worker at the first launch (local workers, billed nothing),
     so later work does not wait for a cold start.
+    ``secret``: signs and checks every object (payload's MAC); kept in memory, never stored.
     """
 
     session_id: str
@@ -81,6 +83,7 @@ class Settings:
     config: Config
     delete_session: bool = False
     launch_all: bool = False
+    secret: bytes = dataclasses.field(default_factory=_auth.new_secret, repr=False)
 
 
 class Manager(threading.Thread):
@@ -98,14 +101,15 @@ class Manager(threading.Thread):
         self._ledger = ledger
         self._settings = settings
         self._config = settings.config
-        self._batcher = Batcher(intake, store, settings.policy)
-        self._workers = Workers(store, launcher, settings.config, settings.max_workers, ledger)
+        self._batcher = Batcher(intake, store, settings.policy, secret=settings.secret)
+        self._workers = Workers(store, launcher, settings.config, settings.max_workers, ledger,
+                                secret=settings.secret)
         self._claims = Claims(store, intake.wake)
         self._dispatcher = Dispatcher(self._workers, self._batcher, self._claims, ledger,
                                       settings.policy, settings.config.rerun_stragglers)
         self._inflight: dict[str, Batch] = self._dispatcher.inflight
         self._retry: collections.deque[Batch] = self._dispatcher.retry
-        self._results = ResultReader(store)
+        self._results = ResultReader(store, secret=settings.secret)
         self._session = _SessionRecord(store, settings)
 
     def usage(self, calls: int) -> Usage:
@@ -164,15 +168,28 @@ class Manager(threading.Thread):
             return False
         fresh = self._results.look(min(self._inflight))
         for key in fresh:
-            batch = self._inflight.get(_keys.parse_result_key(key)[0])
+            try:
+                batch_id, attempt, _ = _keys.parse_result_key(key)
+            except ValueError:
+                continue  # no worker writes such a name: not this session's
+            batch = self._inflight.get(batch_id)
             if batch is None:
                 continue
             part = self._results.read(key)
-            if isinstance(part, SerializationError):
-                self._fail_batch(batch, part)
-            else:
+            if isinstance(part, payload.ResultPart):
                 self._apply(batch, part)
+            elif isinstance(part, (IntegrityError, StoreError)):
+                self._bad_part(batch, attempt, part)
+            else:
+                self._fail_batch(batch, part)
         return bool(fresh)
+
+    def _bad_part(self, batch: Batch, attempt: int, error: StarburstError) -> None:
+        """A part of ``batch`` that cannot be trusted or read: the attempt that wrote it is lost
+        (retried, or its futures fail with ``error``); the other batches never notice."""
+        if attempt != batch.attempt or batch.worker is None:
+            return  # an earlier attempt's: the batch runs again already
+        self._batch_lost(batch, batch.worker, None, f"{type(error).__name__}: {error}", error)
 
     def _apply(self, batch: Batch, part: payload.ResultPart) -> None:
         worker = self._workers.get(part.worker_id)
@@ -182,6 +199,8 @@ class Manager(threading.Thread):
         for record in part.records:
             if record.item_id == payload.WHOLE_BATCH:
                 _, error = payload.decode_result(record)
+                if isinstance(error, IntegrityError):
+                    self._batcher.forget_uploads()  # a function object may be bad: send anew
                 for item_id in list(batch.futures):
                     self._resolve(batch, item_id, False, error, part, None)
                 continue
@@ -199,11 +218,7 @@ class Manager(threading.Thread):
                  part: payload.ResultPart, record: payload.ResultRecord | None) -> None:
         future = batch.futures.pop(item_id)
         batch.done_ids.add(item_id)
-        meta = future.metadata
-        meta.worker_id = part.worker_id
-        meta.attempts = batch.attempt
-        if record is not None:
-            meta.started_at, meta.finished_at = record.started, record.finished
+        _note_result(future.metadata, item_id, batch.attempt, part, record)
         self._intake.settle(future, ok, value)
 
     def _complete(self, batch: Batch, winner: str | None = None) -> None:
@@ -228,16 +243,17 @@ class Manager(threading.Thread):
             if worker.batch is not None:
                 self._batch_lost(worker.batch, worker, state, None)
             if queued is not None and queued.worker is worker:
-                if queued.claim == CLAIMED:
+                if not self._claims.revoke(queued):  # it had started there
                     self._batch_lost(queued, worker, state, None)
-                else:  # it never started there: not the batch's fault
+                else:  # revoked, so it never starts there: not the batch's fault
                     self._inflight.pop(queued.batch_id, None)
                     self._claims.requeue(queued)
-                    self._retry.appendleft(queued)
+                    self._retry.append(queued)  # behind the batch that worker was running
         return True
 
     def _batch_lost(
-        self, batch: Batch, worker: Worker, state: TaskState | None, why: str | None
+        self, batch: Batch, worker: Worker, state: TaskState | None, why: str | None,
+        error: BaseException | None = None,
     ) -> None:
         self._workers.release(worker, batch)
         if not batch.futures:
@@ -253,7 +269,7 @@ class Manager(threading.Thread):
         batch.count_loss(state is not None and worker.stop_reason is None and (
             state.interrupted or state.exit_code == 0))
         if batch.failures > self._config.max_retries:
-            self._fail_batch(batch, self._workers.lost_error(batch, worker, state, why))
+            self._fail_batch(batch, error or self._workers.lost_error(batch, worker, state, why))
             return
         self._ledger.retries += 1
         self._inflight.pop(batch.batch_id, None)
@@ -392,3 +408,15 @@ class _SessionRecord:
         if self._written and time.monotonic() - self._last > _HEARTBEAT_SECONDS:
             self._store.put(_keys.SESSION, self._doc())
             self._last = time.monotonic()
+
+
+def _note_result(meta: CallMetadata, item_id: int, attempt: int, part: payload.ResultPart,
+                 record: payload.ResultRecord | None) -> None:
+    """Record where and when a call ran on its metadata, and show what it printed."""
+    meta.worker_id = part.worker_id
+    meta.attempts = attempt
+    if record is not None:
+        meta.started_at, meta.finished_at = record.started, record.finished
+        if record.output:  # written before the future resolves, so it reads in order
+            meta.output = record.output
+            _output.write_output(item_id, record.output)

@@ -11,7 +11,7 @@ import dataclasses
 import random
 import time
 
-from .. import _keys, payload
+from .. import _auth, _keys, payload
 from ..config import Config
 from ..errors import LaunchError, WorkerLost
 from ..launch.base import LaunchFailure, Launcher, TaskHandle, TaskPhase, TaskState, WorkerSpec
@@ -47,11 +47,13 @@ class Workers:
         config: ``start_timeout``, ``task_timeout``, ``idle_timeout`` and ``max_retries``.
         max_workers: the most workers at once, before the launcher's own ``capacity``.
         ledger: opens and ends each worker's billed span.
+        secret: the session secret: signs assignments; each worker gets it in its environment.
     """
 
     def __init__(self, store: ObjectStore, launcher: Launcher, config: Config,
-                 max_workers: int, ledger: Ledger) -> None:
+                 max_workers: int, ledger: Ledger, *, secret: bytes) -> None:
         self._store = store
+        self._secret = secret
         self._launcher = launcher
         self._config = config
         self._max_workers = max_workers
@@ -145,6 +147,9 @@ class Workers:
             _keys.ENV_FLUSH_INTERVAL: f"{self._flush_interval:g}",
             _keys.ENV_POLL_MIN: f"{self.poll_min:g}",
             _keys.ENV_POLL_MAX: f"{self.poll_max:g}",
+            _keys.ENV_CAPTURE_OUTPUT: "1" if self._config.forward_output else "0",
+            # The one secret in a worker's environment (see DESIGN invariant 9): never logged.
+            _auth.ENV_SECRET: _auth.secret_to_env(self._secret),
         }
 
     def assign(self, worker: Worker, batch: Batch, *, rerun: bool = False) -> None:
@@ -158,7 +163,8 @@ class Workers:
             batch.claim = CLAIMED if rerun else ASSIGNED
             batch.queued = worker.batch is not None
             order = payload.Assignment(batch.batch_id, batch.attempt, frozenset(batch.done_ids))
-            self._store.put(_keys.assign_key(worker.worker_id, worker.seq), order.encode())
+            key = _keys.assign_key(worker.worker_id, worker.seq)
+            self._store.put(key, order.encode(key=key, secret=self._secret))
         worker.seq += 1
         if worker.batch is None:
             worker.batch = batch

@@ -6,8 +6,9 @@
             |
     registry has the tag? ------- yes --> done (one HEAD request, no daemon needed)
             | no
-    wheelhouse on the host         pip download for the target platform (cached), a wheel of
-            |                      this package written from its sources (:mod:`.wheels`)
+    wheelhouse on the host         the index answers? (:mod:`.index`); pip download per pin for
+            |                      the target platform (cached), a wheel of this package
+            |                      written from its sources (:mod:`.wheels`)
     docker build (no network)      base -> venv with the pins -> worker layer (:mod:`.daemon`)
             |
     docker push to ECR             credentials from ecr.get_authorization_token (:mod:`.registry`)
@@ -29,7 +30,7 @@ from typing import Any
 
 from ..config import Config
 from ..errors import ConfigError, ImageError
-from . import daemon, registry as registries, wheels
+from . import daemon, index, registry as registries, wheels
 from .recipe import Environment, ImageRecipe, capture_environment, default_base_image
 
 __all__ = ["BuildResult", "ensure_image", "build_image", "DEFAULT_REPOSITORY"]
@@ -230,8 +231,8 @@ def _build_context(
             raise ImageError(
                 f"no wheel for {target.key} (Linux {recipe.architecture}, Python "
                 f"{env.python_minor}) of: {names}. Upgrade or pin a version that ships one, "
-                "exclude the package, or pass allow_index=True to install it from the package "
-                "index during the build."
+                "exclude the package, or pass allow_index=True (`starburst build --allow-index`) "
+                "to install it from the package index during the build."
             )
         if missing:
             log("installing from the index during the build: " + ", ".join(n for n, _ in missing))
@@ -258,10 +259,13 @@ def _build_context(
 def _download_extras(
     requirements: Sequence[str], target: wheels.Target, dest: Path, log: Callable[[str], None]
 ) -> None:
+    settings = index.pip_settings()
+    index.check_indexes(index.index_urls(settings), settings)
     log(f"downloading extra requirements: {', '.join(requirements)}")
     proc = subprocess.run(
         [sys.executable, "-m", "pip", "--disable-pip-version-check", "download",
-         "--only-binary=:all:", "--dest", str(dest), *target.pip_args(), *requirements],
+         "--only-binary=:all:", "--dest", str(dest), *index.PIP_NETWORK_ARGS,
+         *target.pip_args(), *requirements],
         capture_output=True, text=True, timeout=900, check=False,
     )
     if proc.returncode != 0:

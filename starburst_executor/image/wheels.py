@@ -5,8 +5,10 @@
 * :func:`worker_files` names the files of this package that run in the worker (the worker's
   import closure); :func:`worker_digest` hashes them for the tag.
 * :func:`download_wheels` fetches the wheels of exact pins for the target platform with
-  ``pip download`` into a cache that outlives builds; a pin with no such wheel is built on the
-  host when it is pure Python, and otherwise reported back, by name.
+  ``pip download``, one pin at a time (a few in parallel), into a cache that outlives builds; a
+  line per wheel shows the progress, and an index that does not answer fails the download in
+  seconds (:mod:`.index`).  A pin with no such wheel is built on the host when it is pure
+  Python, and otherwise reported back, by name.
 """
 
 from __future__ import annotations
@@ -22,7 +24,11 @@ import sys
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from pathlib import Path
+
+from ..errors import ImageError
+from . import index
 
 __all__ = [
     "Target",
@@ -223,9 +229,8 @@ def _cached(directory: Path) -> dict[tuple[str, str], Path]:
     return found
 
 
-_NOT_FOUND = re.compile(
-    r"(?:No matching distribution found for|satisfies the requirement)\s+([A-Za-z0-9_.\-\[\]]+)"
-)
+_NOT_FOUND = re.compile(r"No matching distribution found for|satisfies the requirement")
+_PARALLEL = 8
 
 
 def _run_pip(args: Sequence[str], timeout: float) -> subprocess.CompletedProcess[str]:
@@ -238,6 +243,10 @@ def _run_pip(args: Sequence[str], timeout: float) -> subprocess.CompletedProcess
     )
 
 
+def _tail(proc: subprocess.CompletedProcess[str], lines: int = 15) -> str:
+    return "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-lines:])
+
+
 def download_wheels(
     pins: Iterable[tuple[str, str]],
     target: Target,
@@ -245,44 +254,32 @@ def download_wheels(
     cache: Path | None = None,
     log: Callable[[str], None] = print,
     timeout: float = 900.0,
+    probe_timeout: float = index.PROBE_TIMEOUT,
 ) -> tuple[dict[tuple[str, str], Path], list[tuple[str, str]]]:
     """Make sure a wheel for each ``(name, version)`` pin is in the cache.
 
     Returns (wheel of each pin found, pins with no wheel for ``target``).  Cached wheels are not
-    asked for again, so an unchanged environment costs no index request.
+    asked for again, so an unchanged environment costs no index request.  Each pin is downloaded
+    on its own (a few at a time) and kept as soon as it is complete, with a line to ``log``; so
+    a failure costs only the pins not yet done.  ``timeout`` bounds each pin's download.
+
+    Raises:
+        ImageError: a package index pip is configured with does not answer within
+            ``probe_timeout`` seconds, or stops answering during the download.
+        RuntimeError: pip failed for another reason.
     """
     cache = cache or wheel_cache_dir(target)
     cache.mkdir(parents=True, exist_ok=True)
     wanted = {(normalize(name), version) for name, version in pins}
-    have = _cached(cache)
-    todo = sorted(wanted - set(have))
+    todo = sorted(wanted - set(_cached(cache)))
     missing: list[tuple[str, str]] = []
     if todo:
-        log(f"downloading {len(todo)} wheel(s) for {target.key} into {cache}")
-    while todo:
-        with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False) as req:
-            req.write("".join(f"{name}=={version}\n" for name, version in todo))
-        try:
-            proc = _run_pip(
-                ["download", "--no-deps", "--only-binary=:all:", "--dest", str(cache),
-                 *target.pip_args(), "-r", req.name],
-                timeout,
-            )
-        finally:
-            os.unlink(req.name)
-        if proc.returncode == 0:
-            break
-        match = _NOT_FOUND.search(proc.stdout + proc.stderr)
-        failed = None
-        if match:
-            spec = match.group(1)
-            failed_name = normalize(spec.split("==")[0].split("[")[0])
-            failed = next((pin for pin in todo if pin[0] == failed_name), None)
-        if failed is None:
-            tail = "\n".join((proc.stdout + proc.stderr).strip().splitlines()[-15:])
-            raise RuntimeError(f"pip download failed:\n{tail}")
-        todo.remove(failed)
-        missing.append(failed)
+        settings = index.pip_settings()
+        urls = index.index_urls(settings)
+        index.check_indexes(urls, settings, probe_timeout)
+        where = ", ".join(index.redact(u) for u in urls) or "local indexes"
+        log(f"downloading {len(todo)} wheel(s) for {target.key} from {where} into {cache}")
+        missing = _download_each(todo, target, cache, log, timeout, where)
     still_missing = []
     for name, version in missing:
         wheel = _build_pure_wheel(name, version, cache, timeout)
@@ -295,11 +292,69 @@ def download_wheels(
     return found, sorted(still_missing)
 
 
+def _download_each(
+    todo: list[tuple[str, str]], target: Target, cache: Path, log: Callable[[str], None],
+    timeout: float, where: str,
+) -> list[tuple[str, str]]:
+    """Download each pin of ``todo`` into ``cache``, a line each; return those with no wheel."""
+    missing: list[tuple[str, str]] = []
+    done = 0
+    futures: dict[Future[tuple[Path | None, subprocess.CompletedProcess[str]]], tuple[str, str]] = {}
+    pool = ThreadPoolExecutor(max_workers=min(_PARALLEL, len(todo)))
+    try:
+        futures.update({pool.submit(_download_one, pin, target, cache, timeout): pin
+                        for pin in todo})
+        for future in as_completed(futures):
+            pin, (wheel, proc) = futures[future], future.result()
+            done += 1
+            if wheel is not None:
+                log(f"[{done}/{len(todo)}] {wheel.name} ({wheel.stat().st_size / 1e6:.1f} MB)")
+            elif index.network_failure(proc.stdout + proc.stderr):
+                raise ImageError(
+                    f"downloading {pin[0]}=={pin[1]} from {where} failed for the network "
+                    f"({done - 1} wheel(s) of {len(todo)} were downloaded and are kept in "
+                    f"{cache}; run again to get the rest):\n{_tail(proc, 6)}"
+                )
+            elif _NOT_FOUND.search(proc.stdout + proc.stderr):
+                log(f"[{done}/{len(todo)}] no wheel of {pin[0]}=={pin[1]} for {target.key}")
+                missing.append(pin)
+            else:
+                raise RuntimeError(f"pip download {pin[0]}=={pin[1]} failed:\n{_tail(proc)}")
+    finally:
+        for future in futures:
+            future.cancel()
+        pool.shutdown(wait=True)
+    return missing
+
+
+def _download_one(
+    pin: tuple[str, str], target: Target, cache: Path, timeout: float
+) -> tuple[Path | None, subprocess.CompletedProcess[str]]:
+    """Download the wheel of ``pin`` next to ``cache``, then move it in: an interrupted download
+    leaves no partial wheel to be taken for a cached one."""
+    with tempfile.TemporaryDirectory(prefix=".partial-", dir=cache) as tmp:
+        try:
+            proc = _run_pip(
+                ["download", "--no-deps", "--only-binary=:all:", "--dest", tmp,
+                 *index.PIP_NETWORK_ARGS, *target.pip_args(), f"{pin[0]}=={pin[1]}"],
+                timeout,
+            )
+        except subprocess.TimeoutExpired:
+            raise RuntimeError(f"pip download {pin[0]}=={pin[1]} took over {timeout:g} s") from None
+        wheels = sorted(Path(tmp).glob("*.whl"))
+        if proc.returncode != 0 or not wheels:
+            return None, proc
+        dest = cache / wheels[0].name
+        os.replace(wheels[0], dest)
+        return dest, proc
+
+
 def _build_pure_wheel(name: str, version: str, cache: Path, timeout: float) -> Path | None:
     """Build ``name==version`` from its sdist on the host; keep it only if it is pure Python,
     since a compiled wheel built here would not match the target's platform."""
     with tempfile.TemporaryDirectory() as tmp:
-        proc = _run_pip(["wheel", "--no-deps", "--wheel-dir", tmp, f"{name}=={version}"], timeout)
+        proc = _run_pip(["wheel", "--no-deps", "--wheel-dir", tmp, *index.PIP_NETWORK_ARGS,
+                         f"{name}=={version}"], timeout)
         if proc.returncode != 0:
             return None
         for path in Path(tmp).glob("*.whl"):
@@ -340,7 +395,7 @@ def pip_wheel(target: Target, log: Callable[[str], None], timeout: float = 900.0
     cache = wheel_cache_dir(target)
     proc = _run_pip(
         ["download", "--no-deps", "--only-binary=:all:", "--dest", str(cache),
-         *target.pip_args(), "pip"],
+         *index.PIP_NETWORK_ARGS, *target.pip_args(), "pip"],
         timeout,
     )
     wheels = sorted(cache.glob("pip-*.whl"))

@@ -17,13 +17,11 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-import os
-import tempfile
-from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 from ..config import Config, store_root
 from ..errors import ConfigError
+from ..storage.private import user_store_root
 from .base import Launcher
 
 __all__ = ["Backend", "open_backend", "LAUNCHERS"]
@@ -64,8 +62,7 @@ def _store_root(config: Config) -> tuple[str, bool]:
     if config.store:
         return config.store, False
     if config.backend in ("local", "docker"):
-        user = os.getuid() if hasattr(os, "getuid") else "user"
-        return (Path(tempfile.gettempdir()) / f"starburst-{user}").as_uri(), True
+        return user_store_root().as_uri(), True  # created private, or refused
     return store_root(config), False
 
 

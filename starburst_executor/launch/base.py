@@ -31,10 +31,11 @@ WORKER_COMMAND = ("python", "-m", "starburst_executor.worker")
 
 @dataclasses.dataclass(frozen=True)
 class WorkerSpec:
-    """What to start: one worker with this id and environment (keys and settings, never data)."""
+    """What to start: one worker with this id and environment (keys and settings, never data;
+    and the session secret, ``_auth.ENV_SECRET``, which no launcher may log)."""
 
     worker_id: str
-    env: Mapping[str, str]
+    env: Mapping[str, str] = dataclasses.field(repr=False)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,7 +27,7 @@ from collections.abc import Sequence
 from typing import Any
 from urllib.parse import unquote, urlparse
 
-from .. import _keys
+from .. import _keys, _threads
 from ..config import Config
 from ..errors import ConfigError, StarburstError
 from .._stats import RequestStats
@@ -195,6 +195,7 @@ class DockerLauncher:
         volumes, network_mode, extra_env = _store_access(env.get(_keys.ENV_STORE_URL, ""))
         env = {**extra_env, **env}
         cpus = min(self.cpu, float(os.cpu_count() or 1))
+        env[_threads.ENV_CPU_SHARE] = f"{cpus:g}"  # the thread pools' size (see _threads)
         kwargs: dict[str, Any] = dict(
             command=list(WORKER_COMMAND),
             environment=env,

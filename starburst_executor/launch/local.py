@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO
 
-from .. import _keys
+from .. import _keys, _threads
 from ..config import Config
 from .._stats import RequestStats
 from .base import WORKER_COMMAND, LaunchFailure, TaskHandle, TaskPhase, TaskState, WorkerSpec
@@ -38,14 +38,18 @@ class LocalLauncher:
     """Runs each worker as ``python -m starburst_executor.worker`` on this machine.
 
     Workers run in their own session, so a Ctrl-C at the terminal reaches the client only,
-    which then stops them; they also exit by themselves if the client dies.  Their stdout is
-    the client's; their stderr goes to a log file per worker (see :meth:`log_tail`).
+    which then stops them; they also exit by themselves if the client dies.  Their stdout and
+    stderr go to a log file per worker (see :meth:`log_tail`); the calls' output reaches the
+    client with their results (``forward_output``), as from any other backend.
     """
 
     poll_interval = (0.01, 0.05)
 
-    def __init__(self, log_dir: str | os.PathLike[str] | None = None, python: str = sys.executable):
+    def __init__(self, log_dir: str | os.PathLike[str] | None = None, python: str = sys.executable,
+                 cpu_share: int | None = None):
         self._own_log_dir = log_dir is None
+        # Each worker's share of the cores, for its BLAS/OpenMP thread pools (see _threads).
+        self.cpu_share = cpu_share
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix="starburst-logs-"))
         self.python = python
         self.stats = RequestStats()
@@ -54,7 +58,8 @@ class LocalLauncher:
 
     @classmethod
     def from_config(cls, config: Config, session_id: str, store_url: str) -> LocalLauncher:
-        return cls()
+        workers = config.max_workers or os.cpu_count() or 1  # the executor's default too
+        return cls(cpu_share=max(1, _threads.cpu_share({}) // workers))
 
     def launch(self, specs: Sequence[WorkerSpec]) -> list[TaskHandle | LaunchFailure]:
         out: list[TaskHandle | LaunchFailure] = []
@@ -62,6 +67,8 @@ class LocalLauncher:
             env = dict(os.environ)
             env.update(spec.env)
             env[_keys.ENV_PARENT_PID] = str(os.getpid())
+            if self.cpu_share is not None:
+                env[_threads.ENV_CPU_SHARE] = str(self.cpu_share)
             # The worker must import this very copy of the package, installed or not.
             env["PYTHONPATH"] = os.pathsep.join(
                 p for p in (_PACKAGE_PARENT, env.get("PYTHONPATH", "")) if p
@@ -73,6 +80,7 @@ class LocalLauncher:
                     [self.python, *WORKER_COMMAND[1:]],
                     env=env,
                     stdin=subprocess.DEVNULL,
+                    stdout=log_file,
                     stderr=log_file,
                     start_new_session=True,
                 )

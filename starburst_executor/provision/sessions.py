@@ -117,7 +117,11 @@ def parse_duration(text: str) -> float:
 
 def read_sessions(clients: Clients, config: Config, now: float,
                   live_window: float) -> dict[str, SessionInfo]:
-    """The sessions in the bucket by id, from their ``session.json`` (blank when it is missing)."""
+    """The sessions in the bucket by id, from their ``session.json`` (blank when it is missing).
+
+    A session's id is the name of the folder listed, never one read from inside an object:
+    whoever can write the bucket could otherwise point ``cleanup`` at another session.
+    """
     bucket, root = sessions_prefix(config)
     s3 = clients("s3")
     found: dict[str, SessionInfo] = {}
@@ -132,10 +136,9 @@ def read_sessions(clients: Clients, config: Config, now: float,
                 if error_code(exc) not in ("NoSuchKey", "404") and not isinstance(exc, ValueError):
                     raise
                 doc = {}
-            created = float(doc.get("created") or 0.0)
-            last_seen = float(doc.get("heartbeat") or created)
+            created, last_seen = _times(doc, now, live_window)
             found[session_id] = SessionInfo(
-                session_id=str(doc.get("session_id") or session_id),
+                session_id=session_id,
                 backend=str(doc.get("backend", "?")),
                 created=created,
                 last_seen=last_seen,
@@ -143,6 +146,20 @@ def read_sessions(clients: Clients, config: Config, now: float,
                 age=now - created if created else 0.0,
             )
     return found
+
+
+def _times(doc: Any, now: float, live_window: float) -> tuple[float, float]:
+    """(created, last seen) in a ``session.json``; (0, 0) where it holds no plausible time."""
+    if not isinstance(doc, dict):
+        return 0.0, 0.0
+    try:
+        created = float(doc.get("created") or 0.0)
+        last_seen = float(doc.get("heartbeat") or created)
+    except (TypeError, ValueError):
+        return 0.0, 0.0
+    if last_seen > now + live_window:  # a heartbeat from the future would keep it live forever
+        return 0.0, 0.0
+    return created, last_seen
 
 
 def list_tasks(clients: Clients, cluster: str, statuses: Sequence[str]) -> list[dict[str, Any]]:

@@ -25,7 +25,7 @@ class LocalStore:
         self.stats = RequestStats()
         self._lock = threading.Lock()
         try:
-            self.root.mkdir(parents=True, exist_ok=True)
+            self.root.mkdir(mode=0o700, parents=True, exist_ok=True)
         except PermissionError as exc:
             raise StoreAccessDenied(f"cannot create store directory {self.root}: {exc}") from None
 

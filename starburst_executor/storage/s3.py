@@ -3,7 +3,11 @@
 ``s3://BUCKET/PREFIX?region=REGION&kms_key_id=KEY`` opens the objects below ``PREFIX`` (the
 session's prefix).  Objects are encrypted at rest (SSE-S3, or SSE-KMS with ``kms_key_id``),
 uploaded in parts above :data:`MULTIPART_THRESHOLD`, and carry the SHA-256 of their content in
-their metadata, checked on every read.  Throttling (``SlowDown``, 503) is retried by botocore
+their metadata, checked on every read.  (This only catches corruption in transit: whoever
+writes the bucket can write a matching SHA-256.  What authenticates an object is the payload's
+HMAC, checked before anything is unpickled; the SHA-256 is kept because it also covers what is
+not a payload, such as ``session.json``, and turns a corrupt read into a retryable
+``StoreError``.)  Throttling (``SlowDown``, 503) is retried by botocore
 with backoff; what still fails is translated once by :func:`starburst_executor._aws.translate`.
 """
 

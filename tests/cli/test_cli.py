@@ -305,6 +305,40 @@ def test_build_records_the_image(aws, capsys, mocker):
     assert load_config().architecture == "arm64"
 
 
+def test_build_flags_reach_ensure_image(aws, capsys, mocker, tmp_path):
+    ensure = mocker.patch("starburst_executor.image.ensure_image",
+                          return_value="1.dkr.ecr.us-east-1.amazonaws.com/starburst-worker:py3.11-y")
+    dockerfile = tmp_path / "Dockerfile"
+    dockerfile.write_text("FROM python:3.11-slim\n")
+    extra = tmp_path / "extra.txt"
+    extra.write_text("# tools\nrich==13.7.1  # pinned\n\nclick==8.1.7\n")
+    code, _, err = run(capsys, "build", "--region", "us-east-1", "--base-image", "my/base:3.11",
+                       "--requirement", "requests==2.32.3", "--requirement", str(extra),
+                       "--apt", "libgomp1,curl", "--apt", "git", "--dockerfile", str(dockerfile),
+                       "--allow-index", "--force")
+    assert code == 0, err
+    assert ensure.call_args.kwargs == {
+        "log": cli._say, "force": True, "base_image": "my/base:3.11",
+        "requirements": ["requests==2.32.3", "rich==13.7.1", "click==8.1.7"],
+        "apt_packages": ["libgomp1", "curl", "git"], "dockerfile": dockerfile,
+        "allow_index": True,
+    }
+    # No flag, no option: ensure_image's own defaults apply.
+    assert run(capsys, "build", "--region", "us-east-1")[0] == 0
+    assert ensure.call_args.kwargs == {"log": cli._say}
+
+    extra.write_text("-i https://elsewhere/simple\nrich==13.7.1\n")
+    code, _, err = run(capsys, "build", "--region", "us-east-1", "--requirement", str(extra))
+    assert code == 2 and "list requirements only" in err
+
+
+def test_build_help_names_the_image_options(capsys):
+    code, out, _ = run(capsys, "build", "--help")
+    assert code == 0
+    for flag in ("--base-image", "--requirement", "--apt", "--dockerfile", "--allow-index"):
+        assert flag in out
+
+
 def test_teardown_needs_confirmation_then_removes_what_setup_created(aws, capsys, monkeypatch):
     _setup_for_objects(capsys)
     _session("old", time.time() - 60, None)
@@ -320,3 +354,34 @@ def test_teardown_needs_confirmation_then_removes_what_setup_created(aws, capsys
     assert f"stopping task {task}" in out and "deregistered task definition starburst-test:1" in out
     names = [b["Name"] for b in boto3.client("s3").list_buckets()["Buckets"]]
     assert account_bucket() not in names
+
+
+def test_cleanup_acts_on_the_folder_it_listed_never_on_an_id_inside_it(aws, capsys):
+    _setup_for_objects(capsys)
+    now = time.time()
+    _session("live", now - 3600, now - 30)
+    # An abandoned folder whose session.json was forged to name the live session.
+    bucket = account_bucket()
+    s3 = boto3.client("s3")
+    s3.put_object(Bucket=bucket, Key="starburst/sessions/abandoned/session.json",
+                  Body=json.dumps({"session_id": "live", "created": now - 10 * 86400,
+                                   "heartbeat": now - 9 * 86400}).encode())
+    s3.put_object(Bucket=bucket, Key="starburst/sessions/abandoned/batches/b1", Body=b"x")
+    # Another whose session.json is garbage, or claims a heartbeat from the future.
+    s3.put_object(Bucket=bucket, Key="starburst/sessions/garbled/session.json",
+                  Body=json.dumps({"session_id": "live", "created": "soon"}).encode())
+    s3.put_object(Bucket=bucket, Key="starburst/sessions/forever/session.json",
+                  Body=json.dumps({"created": now, "heartbeat": now + 10 * 365 * 86400}).encode())
+    config = load_config()
+    report = status(config, now=now)
+    assert sorted(s.session_id for s in report.sessions) == [
+        "abandoned", "forever", "garbled", "live"]
+    done = cleanup(config, now=now + 3600, log=lambda _: None)
+    assert done.deleted_sessions == ("abandoned",)
+    listed = s3.list_objects_v2(Bucket=bucket, Prefix="starburst/sessions/")
+    keys = {o["Key"] for o in listed.get("Contents", [])}
+    assert "starburst/sessions/live/session.json" in keys
+    assert "starburst/sessions/live/batches/b1" in keys
+    assert not any(k.startswith("starburst/sessions/abandoned/") for k in keys)
+    later = cleanup(config, now=now + 30 * 86400, log=lambda _: None)
+    assert set(later.deleted_sessions) == {"live", "garbled", "forever"}

@@ -19,7 +19,7 @@ from starburst_executor.launch.base import (
 )
 from starburst_executor.storage import ObjectStore
 
-from ._wire import assign, put_batch
+from ._wire import SECRET_ENV, assign, put_batch, read_part
 
 _ids = itertools.count()
 
@@ -32,6 +32,7 @@ def _spec(store: ObjectStore, idle: float = 0.5) -> WorkerSpec:
         _keys.ENV_IDLE_TIMEOUT: str(idle),
         _keys.ENV_FLUSH_INTERVAL: "0.05",
         _keys.ENV_POLL_MAX: "0.05",
+        **SECRET_ENV,
     })
 
 
@@ -78,7 +79,7 @@ class LauncherContract:
         _wait_stopped(launcher, [handle], self.startup_seconds + 30)
         # Results may come in several parts, as the worker flushes them.
         records = [r for key in store.list(_keys.RESULTS_PREFIX)
-                   for r in payload.load(store.get(key), "results").records]
+                   for r in read_part(store, key).records]
         assert [payload.decode_result(r) for r in records] == [(True, 81)]
 
     def test_stop_ends_a_running_worker(self, launcher: Launcher, store: ObjectStore) -> None:

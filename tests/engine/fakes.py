@@ -20,6 +20,8 @@ from starburst_executor.storage.memory import MemoryStore
 
 _names = itertools.count()
 
+SECRET = b"engine-test-secret-0123456789abc"
+
 
 def memory_store() -> MemoryStore:
     return MemoryStore(f"engine-test-{next(_names)}")

@@ -10,7 +10,7 @@ from starburst_executor.engine.batches import Batcher
 from starburst_executor.errors import SerializationError
 from starburst_executor.planner import BatchPolicy
 
-from .fakes import intake_with, memory_store
+from .fakes import SECRET, intake_with, memory_store
 
 
 class Counted:
@@ -28,7 +28,8 @@ def _takes(x: Any, blob: bytes = b"") -> Any:
 
 
 def _batches(store: Any) -> list[payload.Batch]:
-    return [payload.Batch.decode(store.get(k)) for k in store.list("batches/")]
+    return [payload.Batch.decode(store.get(k), key=k, secret=SECRET)
+            for k in store.list("batches/")]
 
 
 def test_each_call_is_pickled_once_even_when_batches_are_cut_by_size() -> None:
@@ -36,7 +37,7 @@ def test_each_call_is_pickled_once_even_when_batches_are_cut_by_size() -> None:
     intake, futures = intake_with(_takes, [(Counted(), b"x" * 400) for _ in range(12)],
                                   chunksize=5)
     store = memory_store()
-    batcher = Batcher(intake, store, BatchPolicy(max_batch_bytes=1000))
+    batcher = Batcher(intake, store, BatchPolicy(max_batch_bytes=1000), secret=SECRET)
     while batcher.form(workers=1) is not None:
         pass
     batches = _batches(store)
@@ -50,7 +51,7 @@ def test_each_call_is_pickled_once_even_when_batches_are_cut_by_size() -> None:
 def test_a_function_is_uploaded_once_per_content_hash() -> None:
     intake, _ = intake_with(_takes, [(i,) for i in range(6)])
     store = memory_store()
-    batcher = Batcher(intake, store, BatchPolicy())
+    batcher = Batcher(intake, store, BatchPolicy(), secret=SECRET)
     while batcher.form(workers=3) is not None:
         pass
     batches = len(_batches(store))
@@ -62,7 +63,7 @@ def test_a_function_is_uploaded_once_per_content_hash() -> None:
 def test_an_argument_that_cannot_be_pickled_fails_its_call_only() -> None:
     intake, futures = intake_with(_takes, [(1,), (threading.Lock(),), (3,)], chunksize=3)
     store = memory_store()
-    batch = Batcher(intake, store, BatchPolicy()).form(workers=1)
+    batch = Batcher(intake, store, BatchPolicy(), secret=SECRET).form(workers=1)
     assert batch is not None and sorted(batch.futures) == [0, 2]
     with pytest.raises(SerializationError, match=r"call 1 could not be sent: args\[0\]"):
         futures[1].result(0)
@@ -74,7 +75,7 @@ def test_a_function_that_cannot_be_pickled_fails_its_calls() -> None:
     lock = threading.Lock()
     intake, futures = intake_with(lambda: lock, [(), ()])
     store = memory_store()
-    assert Batcher(intake, store, BatchPolicy()).form(workers=1) is None
+    assert Batcher(intake, store, BatchPolicy(), secret=SECRET).form(workers=1) is None
     for future in futures:
         with pytest.raises(SerializationError, match="could not be pickled"):
             future.result(0)
@@ -84,13 +85,13 @@ def test_a_function_that_cannot_be_pickled_fails_its_calls() -> None:
 def test_cancelled_calls_are_skipped() -> None:
     intake, futures = intake_with(_takes, [(1,), (2,)], chunksize=2)
     futures[0].cancel()
-    batch = Batcher(intake, memory_store(), BatchPolicy()).form(workers=1)
+    batch = Batcher(intake, memory_store(), BatchPolicy(), secret=SECRET).form(workers=1)
     assert batch is not None and list(batch.futures) == [1]
 
 
 def test_a_function_without_a_measured_duration_travels_alone() -> None:
     intake, _ = intake_with(_takes, [(i,) for i in range(6)])
-    batcher = Batcher(intake, memory_store(), BatchPolicy(overhead_seconds=0.01))
+    batcher = Batcher(intake, memory_store(), BatchPolicy(overhead_seconds=0.01), secret=SECRET)
     first = batcher.form(workers=2)
     assert first is not None and len(first.futures) == 1
     # Once its calls are measured (10 ms), the rest share out fairly between 2 workers.
@@ -104,7 +105,7 @@ def test_estimates_are_not_shared_across_functions() -> None:
     intake, _ = intake_with(_takes, [(i,) for i in range(4)])
     other, _ = intake_with(pow, [(i, 2) for i in range(4)])
     intake.pending.extend(other.pending)
-    batcher = Batcher(intake, memory_store(), BatchPolicy(overhead_seconds=0.01))
+    batcher = Batcher(intake, memory_store(), BatchPolicy(overhead_seconds=0.01), secret=SECRET)
     first = batcher.form(workers=1)
     assert first is not None
     batcher.observe(first.digest_of[0], 0.0001)  # _takes is quick; pow is not known yet

@@ -16,7 +16,7 @@ from starburst_executor.planner import BatchPolicy
 from starburst_executor.storage.memory import MemoryStore
 from starburst_executor.worker import Worker as RealWorker
 
-from .fakes import ScriptedLauncher, intake_with, memory_store
+from .fakes import SECRET, ScriptedLauncher, intake_with, memory_store
 
 
 def _double(x: int) -> int:
@@ -27,10 +27,11 @@ class _Setup:
     def __init__(self, calls: int, chunksize: int = 1) -> None:
         self.store: MemoryStore = memory_store()
         self.intake, self.futures = intake_with(_double, [(i,) for i in range(calls)], chunksize)
-        self.batcher = Batcher(self.intake, self.store, BatchPolicy())
+        self.batcher = Batcher(self.intake, self.store, BatchPolicy(), secret=SECRET)
         self.claims = Claims(self.store, self.intake.wake)
         config = load_config({"backend": "local"})
-        self.workers = Workers(self.store, ScriptedLauncher(), config, 2, Ledger(None, None))
+        self.workers = Workers(self.store, ScriptedLauncher(), config, 2, Ledger(None, None),
+                               secret=SECRET)
         (self.worker,), _ = self.workers.launch(1)
 
     def assign_next(self) -> Batch:
@@ -41,12 +42,14 @@ class _Setup:
         return batch
 
     def run_worker(self) -> None:
-        RealWorker(self.store, self.worker.worker_id, idle_timeout=0.2, poll_max=0.01).run()
+        RealWorker(self.store, self.worker.worker_id, secret=SECRET, idle_timeout=0.2,
+                   poll_max=0.01).run()
 
     def results(self) -> dict[int, Any]:
         out = {}
         for key in self.store.list(_keys.RESULTS_PREFIX):
-            for record in payload.load(self.store.get(key), "results").records:
+            part = payload.load(self.store.get(key), "results", key=key, secret=SECRET)
+            for record in part.records:
                 out[record.item_id] = payload.decode_result(record)[1]
         return out
 
@@ -76,7 +79,7 @@ def test_cancel_racing_the_worker_claim_has_one_winner() -> None:
     setup = _Setup(1)
     batch = setup.assign_next()
     key = _keys.claim_key(batch.batch_id, batch.attempt)
-    assert setup.store.put_if_absent(key, payload.Claim("w00000").encode())
+    assert setup.store.put_if_absent(key, _keys.Claim("w00000").encode())
     assert setup.futures[0].cancel() is False
     assert batch.claim == CLAIMED and setup.futures[0].running()
 
@@ -88,7 +91,8 @@ def test_calls_cancelled_before_assignment_are_skipped() -> None:
     setup.claims.bind(batch)
     assert setup.futures[1].cancel() is True  # not assigned yet: no request needed
     setup.workers.assign(setup.worker, batch)
-    order = payload.Assignment.decode(setup.store.get(_keys.assign_key("w00000", 0)))
+    key = _keys.assign_key("w00000", 0)
+    order = payload.Assignment.decode(setup.store.get(key), key=key, secret=SECRET)
     assert order.skip == {1} and sorted(batch.futures) == [0, 2]
     setup.run_worker()
     assert setup.results() == {0: 0, 2: 4}

@@ -8,13 +8,13 @@ from starburst_executor.engine.workers import Workers
 from starburst_executor.errors import LaunchError
 from starburst_executor.launch.base import LaunchFailure
 
-from .fakes import ScriptedLauncher, memory_store
+from .fakes import SECRET, ScriptedLauncher, memory_store
 
 
 def _workers(launcher: ScriptedLauncher, **settings: object) -> tuple[Workers, Ledger]:
     config = load_config({"backend": "local", **settings})
     ledger = Ledger(None, None)
-    return Workers(memory_store(), launcher, config, 4, ledger), ledger
+    return Workers(memory_store(), launcher, config, 4, ledger, secret=SECRET), ledger
 
 
 def test_launch_gives_each_worker_keys_only() -> None:
@@ -47,7 +47,8 @@ def test_assign_writes_the_next_attempt_without_the_calls_done() -> None:
     workers.assign(worker, batch)
     workers.assign(worker, batch)
     store = workers._store
-    order = payload.Assignment.decode(store.get(_keys.assign_key(worker.worker_id, 1)))
+    key = _keys.assign_key(worker.worker_id, 1)
+    order = payload.Assignment.decode(store.get(key), key=key, secret=SECRET)
     assert order == payload.Assignment("b000000001", 2, frozenset({1, 3}))
     assert worker.batch is batch and batch.worker is worker
 
@@ -60,3 +61,14 @@ def test_stop_all_ends_every_span() -> None:
     assert len(workers) == 0 and len(launcher.stopped) == 3
     seconds, _ = ledger.billed()
     assert seconds < 5
+
+
+def test_each_worker_gets_the_session_secret_which_no_repr_shows() -> None:
+    from starburst_executor import _auth
+
+    launcher = ScriptedLauncher()
+    workers, _ = _workers(launcher)
+    workers.launch(1)
+    spec = launcher.started[0]
+    assert _auth.secret_from_env(spec.env[_auth.ENV_SECRET]) == SECRET
+    assert SECRET.hex() not in repr(spec)

@@ -19,7 +19,7 @@ from starburst_executor.storage.local import LocalStore
 from starburst_executor.testing import MotoServer
 
 from ..aws_fixtures import aws, moto_server, unique  # noqa: F401
-from ..contracts._wire import assign, put_batch
+from ..contracts._wire import assign, put_batch, read_part
 from ..contracts.launcher_contract import _spec, _wait_stopped
 from ..docker_fixtures import (  # noqa: F401
     base_image,
@@ -134,7 +134,7 @@ def test_a_worker_of_another_python_minor_refuses_the_payload(
         # the client's reader refuses it in turn, with the same advice.
         (key,) = store.list(_keys.RESULTS_PREFIX)
         with pytest.raises(PayloadVersionError, match=r"Python 3\.13.*Python 3\.11.*Rebuild"):
-            payload.load(store.get(key), "results")
+            read_part(store, key)
     finally:
         launcher.close()
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import botocore.exceptions
 
-from ... import _aws, _tags
+from ... import _aws, _tags, _threads
 from ..._stats import RequestStats
 from ...config import Config
 from ...errors import ConfigError, LaunchError, StarburstError
@@ -261,10 +261,12 @@ class FargateLauncher:
 
     def _run(self, group: Sequence[WorkerSpec], task_definition: str, network: dict[str, Any]
              ) -> list[TaskHandle | LaunchFailure]:
+        # The thread pools' size (see _threads): the task's vCPUs, not the host's cores.
+        env = {**group[0].env, _threads.ENV_CPU_SHARE: f"{self.config.cpu:g}"}
         overrides = {
             "containerOverrides": [{
                 "name": CONTAINER_NAME,
-                "environment": [{"name": k, "value": v} for k, v in sorted(group[0].env.items())],
+                "environment": [{"name": k, "value": v} for k, v in sorted(env.items())],
             }]
         }
         size = len(json.dumps(overrides))
