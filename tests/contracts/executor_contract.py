@@ -107,11 +107,11 @@ class ExecutorContract(_Fixtures):
 
     ``bound_ahead``: how many calls beyond the running ones an executor may hand to its
     workers ahead of time, where ``cancel()`` no longer reaches them.  ``ProcessPoolExecutor``
-    queues one extra call (``EXTRA_QUEUED_CALLS``); an executor that binds a call only when a
-    worker starts it sets 0.
+    fills a call queue of ``max_workers + 1`` (``EXTRA_QUEUED_CALLS``): 3 with the two workers
+    these tests use at most; an executor that binds a call only when a worker starts it sets 0.
     """
 
-    bound_ahead = 1
+    bound_ahead = 3
 
     # -- submit and result --------------------------------------------------------------------
 
