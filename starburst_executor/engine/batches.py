@@ -53,12 +53,13 @@ class Batch:
     queued: bool = False  # assigned behind another batch of its worker
     other: Worker | None = None  # the worker of the first copy, once a straggler runs twice
     seen_attempt: int = 0  # the last attempt results were seen of
+    withdrawn: set[int] = dataclasses.field(default_factory=set)  # cancel() let go of them
     lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
 
     def drop_cancelled(self) -> None:
-        """Forget the calls cancelled while the batch was not assigned (call under ``lock``)."""
+        """Forget the calls cancelled while no worker could start them (call under ``lock``)."""
         for item_id, future in list(self.futures.items()):
-            if future.cancelled():
+            if item_id in self.withdrawn or future.cancelled():
                 del self.futures[item_id]
                 self.done_ids.add(item_id)
 

@@ -12,8 +12,9 @@ claimed one is never revoked.  A worker that finds its attempt revoked takes its
 assignment.  The client learns of claims from one LIST of ``claims/`` per turn, made only
 while a worker's current batch is not known to be claimed, and from the results themselves.
 
-:meth:`Claims.withdraw` runs in whatever thread calls ``Future.cancel()``: it holds the
-batch's lock, so it cannot race the manager assigning or confirming that batch.
+:meth:`Claims.withdraw` runs in whatever thread calls ``Future.cancel()``: it decides under
+the batch's lock, so it cannot race the manager assigning or confirming that batch, and
+cancels the future (which runs done-callbacks) after releasing it.
 """
 
 from __future__ import annotations
@@ -41,11 +42,10 @@ class Claims:
 
     def bind(self, batch: Batch) -> None:
         """Route ``cancel()`` of the batch's futures through :meth:`withdraw`."""
-        hook = functools.partial(self.withdraw, batch)
-        for future in batch.futures.values():
-            future._withdraw = hook
+        for item_id, future in batch.futures.items():
+            future._withdraw = functools.partial(self.withdraw, batch, item_id)
 
-    def withdraw(self, batch: Batch, cancel: Callable[[], bool]) -> bool:
+    def withdraw(self, batch: Batch, item_id: int, cancel: Callable[[], bool]) -> bool:
         """``Future.cancel()`` of a call of ``batch``: revoke the batch unless it started."""
         with batch.lock:
             if batch.claim == CLAIMED or batch.claimed_at:
@@ -56,7 +56,10 @@ class Claims:
                 with self._lock:
                     self._revoked.append(batch)
                 self._wake()
-            return cancel()
+            # Decided: no attempt will run it (the next one skips it).  The future itself is
+            # cancelled outside the lock, since cancelling runs the user's done-callbacks.
+            batch.withdrawn.add(item_id)
+        return cancel()
 
     def revoke(self, batch: Batch) -> bool:
         """Take ``batch`` back from its worker (manager thread); ``False`` if it started."""
