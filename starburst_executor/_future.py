@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import threading
 from concurrent.futures import Future
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 __all__ = ["CallMetadata", "StarburstFuture", "shield_callbacks"]
@@ -78,6 +79,21 @@ class StarburstFuture(Future[T]):
     def __init__(self, metadata: CallMetadata):
         super().__init__()
         self.metadata = metadata
+        # Set by the executor while the call sits in a batch queued for a worker: revokes that
+        # batch (or learns that the worker has started it), so cancel() keeps its promise.
+        self._withdraw: Callable[[Callable[[], bool]], bool] | None = None
+
+    def cancel(self) -> bool:
+        """Cancel the call unless a worker has started it; return whether it is cancelled.
+
+        A call waiting in the client, or in a batch queued for a worker that has not started
+        it, is cancelled (its batch is revoked, so it never runs).
+        """
+        withdraw = self._withdraw
+        if withdraw is None:
+            return super().cancel()
+        # It cancels (through the callback) under its batch's lock, or says the call started.
+        return withdraw(super().cancel)
 
     def _invoke_callbacks(self) -> None:
         # The stdlib logs an Exception and goes on, but lets SystemExit or KeyboardInterrupt

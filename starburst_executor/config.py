@@ -81,6 +81,7 @@ class Config:
     max_tasks_per_child: int | None = None  # a worker exits after this many calls
     # A call whose result or arguments pickle to more bytes fails at once (ResultTooLarge).
     max_result_size: int = 2 * 1024**3
+    rerun_stragglers: bool = True  # run a batch far past its estimate again on an idle worker
 
     def replace(self, **changes: Any) -> Config:
         """Return a copy with ``changes`` applied and validated."""
@@ -269,7 +270,7 @@ def _convert(name: str, value: Any) -> Any:
             raise ValueError("expected a number")
         return float(value)
     if name in ("spot", "assign_public_ip", "auto_build", "progress", "forward_output",
-                "docker_aws_credentials"):
+                "docker_aws_credentials", "rerun_stragglers"):
         return _to_bool(value)
     if name in ("subnets", "security_groups"):
         return _to_tuple(value)

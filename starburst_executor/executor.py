@@ -6,7 +6,9 @@ It keeps the stdlib contract of ``ProcessPoolExecutor``.  Its differences, named
   finishes a batch takes the next one, so a cold start is paid once per worker.
 * ``map`` takes ``chunksize=None`` by default, meaning "sized automatically" (few large batches
   for quick calls, smaller ones as the work runs out so workers finish together).
-* A call can be cancelled until it is put in a batch, not until a worker starts it.
+* A call can be cancelled until a worker starts it: it stays in the client until a worker is
+  ready for it, and a batch queued for a busy worker is revoked (an atomic claim decides)
+  when one of its calls is cancelled.
 * A worker that dies has its batch retried (``max_retries``); only then do that batch's
   futures fail, with :class:`~starburst_executor.errors.WorkerLost`.  The executor stays usable.
 * An exception (or Ctrl-C) in the ``with`` block, and interpreter exit without ``shutdown()``,
@@ -56,6 +58,7 @@ def _at_exit() -> None:
 atexit.register(_at_exit)
 
 _DEFAULT_WORKERS = {"fargate": 10, "docker": 4}
+_OVERHEAD_SEED = {"local": 0.01, "docker": 0.03}
 
 
 class FargateExecutor(Executor):
@@ -125,8 +128,8 @@ class FargateExecutor(Executor):
         self._intake = Intake(ProgressBar() if config.progress else None)
         self._manager: Manager | None = None
         self._announced = False
-        self._policy = BatchPolicy(
-            min_batch_seconds=0.05 if config.backend == "local" else 5.0)
+        # A first guess of the per-batch overhead, until the workers' own gaps measure it.
+        self._policy = BatchPolicy(overhead_seconds=_OVERHEAD_SEED.get(config.backend, 0.15))
         _live.add(self)
 
     # -- public API -------------------------------------------------------------------------
@@ -214,13 +217,14 @@ class FargateExecutor(Executor):
 
         Args:
             wait: block until all submitted work is done and every worker is stopped.
-            cancel_futures: cancel the calls that are not yet in a batch.
+            cancel_futures: cancel every call no worker has started yet.
         """
         with self._intake.lock:
             self._intake.shutdown = True
             withdrawn = list(self._intake.pending) if cancel_futures else []
             if cancel_futures:
                 self._intake.pending.clear()
+                self._intake.cancel_queued = True  # the manager revokes queued batches
             manager = self._manager
         # Cancelled outside the lock: cancel() runs done-callbacks, which may call submit().
         cancelled = sum(1 for item in withdrawn if item.future.cancel())
@@ -305,7 +309,8 @@ class FargateExecutor(Executor):
                         launcher_stats=backend.launcher.stats)
         settings = Settings(self._session_id, self._max_workers, self._policy, self._config,
                             delete_session=backend.delete_session,
-                            initializer=self._initializer)
+                            initializer=self._initializer,
+                            launch_all=self._config.backend == "local")
         manager = Manager(self, self._intake, open_store(backend.store_url), backend.launcher,
                           ledger, settings)
         manager.start()

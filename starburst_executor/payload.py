@@ -24,6 +24,8 @@ Records, each a frozen dataclass with the code that writes and reads it:
 * a *function* body: the cloudpickled callable, stored once per content hash.
 * :class:`Assignment`: a worker's next order (run this batch's attempt, or stop), a small JSON
   body, so a worker reads it without unpickling anything (framed and authenticated too).
+* a *claim* (``_keys.Claim``): plain JSON, who runs one attempt of a batch or that the client
+  revoked it; only its existence counts (``put_if_absent``), its body is never trusted.
 * a *results* body: :class:`ResultPart`, whose values and exceptions are pickled one by one, so
   one result that cannot be unpickled fails one future, not a whole batch.  A record whose id
   is :data:`WHOLE_BATCH` stands for every call of its batch.
@@ -489,3 +491,4 @@ class Assignment:
         if order.get("stop"):
             return cls(stop=True)
         return cls(order["batch"], int(order["attempt"]), frozenset(order.get("skip", ())))
+

@@ -1,9 +1,13 @@
-"""How many pending calls go into the next batch: a pure function.
+"""How many pending calls go into the next batch, and when a batch is a straggler: pure code.
 
-Guided self-scheduling: early batches are large (few requests, one cold start amortised over
-much work), later ones shrink so the workers finish together.  Once the duration of a call is
-known, a batch is never planned shorter than ``min_batch_seconds`` of work, so trivial calls go
-in a few large batches.  ``chunksize`` (from ``map``) overrides all of this.
+Estimates are per function (its content hash), never shared across functions: a quick
+readiness call must not make later slow calls look cheap.  A call of a function with no
+measured duration travels alone (one call per free worker), so nothing unknown is packed.
+Once a duration is known, a batch holds just enough calls that the backend's per-batch
+overhead (measured too) is at most ``max_overhead`` of its work, and never more than a fair
+share of what remains, so the workers finish together (unless that share is shorter than
+one batch's overhead: splitting it further would only add overhead).  ``chunksize`` (from ``map``) overrides
+all of this, exactly.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from __future__ import annotations
 import dataclasses
 import math
 
-__all__ = ["BatchPolicy", "next_batch_size", "split_by_bytes"]
+__all__ = ["BatchPolicy", "Estimates", "next_batch_size", "is_straggler", "split_by_bytes"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -19,17 +23,47 @@ class BatchPolicy:
     """Bounds on a batch.
 
     Attributes:
-        min_batch_seconds: the least work (estimated) worth one batch's round trip.
+        overhead_seconds: what one batch costs beyond its calls (claim, fetch, results) until
+            it is measured: the backend's first guess.
+        max_overhead: the largest share of a batch's work its overhead may be.
         max_batch_items: never more calls than this in one batch.
         max_batch_bytes: never more pickled arguments than this in one batch (a single call
             larger than it still travels, alone).
-        balance: how many batches per worker the remaining work is split into, at least.
+        straggler_factor: a batch running this many times its estimate, plus
+            ``straggler_margin`` seconds (or ten overheads, if more), is a straggler.
+        straggler_margin: the least time a batch must run past its estimate to be rerun.
     """
 
-    min_batch_seconds: float = 0.05
+    overhead_seconds: float = 0.01
+    max_overhead: float = 0.02
     max_batch_items: int = 100_000
     max_batch_bytes: int = 16 * 1024 * 1024
-    balance: int = 1
+    straggler_factor: float = 2.0
+    straggler_margin: float = 1.0
+
+
+class Estimates:
+    """Measured durations: seconds per call of each function, and the per-batch overhead."""
+
+    def __init__(self, overhead_seconds: float) -> None:
+        self._per_call: dict[str, float] = {}
+        self._seed = overhead_seconds
+        self.overhead = overhead_seconds
+
+    def observe(self, digest: str, seconds: float) -> None:
+        """Learn from one call of the function ``digest`` that ran ``seconds``."""
+        seconds = max(0.0, seconds)
+        old = self._per_call.get(digest)
+        self._per_call[digest] = seconds if old is None else 0.7 * old + 0.3 * seconds
+
+    def seconds_per_call(self, digest: str) -> float | None:
+        """The estimate for one call of ``digest``, or ``None`` if none finished yet."""
+        return self._per_call.get(digest)
+
+    def observe_overhead(self, seconds: float) -> None:
+        """Learn from one gap between two batches of one worker (claim, fetch, results)."""
+        seconds = min(max(seconds, self._seed / 10), 100 * self._seed)
+        self.overhead = 0.8 * self.overhead + 0.2 * seconds
 
 
 def next_batch_size(
@@ -39,25 +73,42 @@ def next_batch_size(
     *,
     chunksize: int | None = None,
     seconds_per_call: float | None = None,
+    overhead: float | None = None,
 ) -> int:
     """Return how many of ``remaining`` pending calls the next batch takes (0 if none remain).
 
     Args:
-        remaining: pending calls not yet in a batch.
+        remaining: pending calls (of this function) not yet in a batch.
         workers: the number of workers sharing them.
         policy: the bounds.
         chunksize: calls per batch asked for by the user (``map(chunksize=)``).
-        seconds_per_call: the measured duration of one call so far, if any.
+        seconds_per_call: the measured duration of one call of this function, if any.
+        overhead: the measured per-batch overhead (default ``policy.overhead_seconds``).
     """
     if remaining <= 0:
         return 0
     if chunksize is not None:
         return min(chunksize, remaining, policy.max_batch_items)
-    size = math.ceil(remaining / (policy.balance * max(1, workers)))
-    if seconds_per_call is not None:
-        worth = math.ceil(policy.min_batch_seconds / max(seconds_per_call, 1e-9))
-        size = max(size, worth)
-    return max(1, min(size, remaining, policy.max_batch_items))
+    if seconds_per_call is None:
+        return 1  # nothing known: one call per free worker
+    per_batch = policy.overhead_seconds if overhead is None else overhead
+    seconds_per_call = max(seconds_per_call, 1e-9)
+    worth = math.ceil(per_batch / (policy.max_overhead * seconds_per_call))
+    fair = math.ceil(remaining / max(1, workers))
+    # A share shorter than one batch's overhead finishes no sooner for being split: then
+    # fewer workers share the rest, each batch at least as long as its overhead.
+    least = math.ceil(per_batch / seconds_per_call)
+    return max(1, min(worth, max(fair, least), remaining, policy.max_batch_items))
+
+
+def is_straggler(elapsed: float, expected: float | None, overhead: float,
+                 policy: BatchPolicy) -> bool:
+    """Whether a batch that has run ``elapsed`` seconds, for ``expected`` seconds of estimated
+    work, is running well past its estimate (never, without an estimate)."""
+    if expected is None:
+        return False
+    margin = max(10 * overhead, policy.straggler_margin)
+    return elapsed > policy.straggler_factor * expected + margin
 
 
 def split_by_bytes(sizes: list[int], max_bytes: int) -> int:

@@ -5,6 +5,7 @@ authenticates every object it reads and writes (see ``_auth``), runs the executo
 if there is one (``_initializer``), then loops::
 
     wait for assign/<worker id>/<seq>  --(idle_timeout passes, or a stop order)-->  exit 0
+      claim claims/<batch id>.<attempt> (create-if-absent)  --(revoked by the client)-->  next
       fetch the batch and its functions (functions cached by content hash)
       run each call, its output captured (_output), writing results in parts as they finish
       (every flush_interval)
@@ -102,7 +103,8 @@ class Worker:
                 # Said through the batch's results, which the client reads anyway.
                 self._fail_whole_batch(assignment, failed)
                 return 1
-            self._run_batch(assignment)
+            if self._claim(assignment):
+                self._run_batch(assignment)
             seq += 1
 
     def _next_assignment(self, seq: int) -> payload.Assignment | None:
@@ -122,6 +124,16 @@ class Worker:
                 return None
             time.sleep(min(delay * random.uniform(0.8, 1.2), left))
             delay = min(delay * 1.5, self.poll_max)
+
+    def _claim(self, assignment: payload.Assignment) -> bool:
+        """Start an attempt only by creating its claim: the client may have revoked it first."""
+        key = _keys.claim_key(assignment.batch_id, assignment.attempt)
+        claim = _keys.Claim(self.worker_id, at=time.time())
+        if self.store.put_if_absent(key, claim.encode()):
+            return True
+        _log(f"{self.worker_id}: batch {assignment.batch_id} attempt {assignment.attempt} was "
+             "revoked, skipping it")
+        return False
 
     def _load_function(self, digest: str) -> Callable[..., Any]:
         fn = self._functions.get(digest)

@@ -1,38 +1,82 @@
 from __future__ import annotations
 
-from starburst_executor.planner import BatchPolicy, next_batch_size, split_by_bytes
+from starburst_executor.planner import (
+    BatchPolicy,
+    Estimates,
+    is_straggler,
+    next_batch_size,
+    split_by_bytes,
+)
 
-POLICY = BatchPolicy(min_batch_seconds=1.0, max_batch_items=1000, balance=2)
+POLICY = BatchPolicy(overhead_seconds=0.05, max_overhead=0.05, max_batch_items=1000)
 
 
 def test_nothing_remaining() -> None:
     assert next_batch_size(0, 4, POLICY) == 0
 
 
-def test_chunksize_wins() -> None:
+def test_chunksize_is_exact() -> None:
     assert next_batch_size(100, 4, POLICY, chunksize=7) == 7
+    assert next_batch_size(100, 4, POLICY, chunksize=7, seconds_per_call=1e-6) == 7
     assert next_batch_size(5, 4, POLICY, chunksize=7) == 5
 
 
-def test_guided_self_scheduling_shrinks_as_work_runs_out() -> None:
+def test_a_function_without_a_duration_travels_alone() -> None:
+    assert next_batch_size(10_000, 2, POLICY) == 1
+
+
+def test_overhead_stays_under_its_share_of_the_work() -> None:
+    # 0.05 s overhead at most 5% of the work: 1 s of work, i.e. 10 calls of 0.1 s.
+    assert next_batch_size(1000, 4, POLICY, seconds_per_call=0.1) == 10
+    assert next_batch_size(1000, 4, POLICY, seconds_per_call=0.1, overhead=0.005) == 1
+    assert next_batch_size(1000, 4, POLICY, seconds_per_call=10.0) == 1
+
+
+def test_never_more_than_a_fair_share_of_what_remains() -> None:
+    # 10 ms calls, 50 ms overhead: worth 100 calls a batch, but 4 workers share 200 calls.
+    assert next_batch_size(200, 4, POLICY, seconds_per_call=0.01) == 50
+    assert next_batch_size(5000, 4, POLICY, seconds_per_call=0.01) == 100
     sizes, remaining = [], 800
     while remaining:
-        size = next_batch_size(remaining, 4, POLICY)
+        size = next_batch_size(remaining, 4, POLICY, seconds_per_call=0.01)
         sizes.append(size)
         remaining -= size
-    assert sizes[0] == 100
-    assert sizes == sorted(sizes, reverse=True)
-    assert sizes[-1] == 1
-    assert sum(sizes) == 800
+    assert sizes == sorted(sizes, reverse=True) and sum(sizes) == 800
+    assert min(sizes) >= 5  # never shorter than its overhead (50 ms of 10 ms calls)
 
 
-def test_quick_calls_go_in_few_batches() -> None:
-    # 1 ms a call and batches worth at least 1 s: 1000 calls at once (the item bound).
-    assert next_batch_size(5000, 4, POLICY, seconds_per_call=0.001) == 1000
+def test_trivial_calls_are_not_split_below_their_overhead() -> None:
+    # 1 us calls: all of 800 is less work than one batch's overhead, so one batch takes it.
+    assert next_batch_size(800, 4, POLICY, seconds_per_call=1e-6) == 800
+    assert next_batch_size(5000, 4, POLICY, seconds_per_call=1e-6) == 1000  # the item bound
 
 
-def test_slow_calls_keep_balance() -> None:
-    assert next_batch_size(100, 4, POLICY, seconds_per_call=10.0) == 13
+def test_estimates_are_per_function() -> None:
+    estimates = Estimates(0.01)
+    estimates.observe("quick", 0.0001)
+    assert estimates.seconds_per_call("slow") is None
+    estimates.observe("slow", 0.1)
+    assert estimates.seconds_per_call("quick") == 0.0001
+    assert estimates.seconds_per_call("slow") == 0.1
+    estimates.observe("slow", 0.2)
+    assert 0.1 < (estimates.seconds_per_call("slow") or 0) < 0.2
+
+
+def test_overhead_is_measured_within_bounds() -> None:
+    estimates = Estimates(0.01)
+    for _ in range(50):
+        estimates.observe_overhead(0.02)
+    assert abs(estimates.overhead - 0.02) < 0.001
+    for _ in range(50):
+        estimates.observe_overhead(1e9)
+    assert estimates.overhead <= 1.0  # one absurd gap (a paused laptop) cannot run away
+
+
+def test_straggler_needs_an_estimate_and_a_wide_margin() -> None:
+    assert not is_straggler(100.0, None, 0.01, POLICY)
+    assert not is_straggler(1.5, 1.0, 0.01, POLICY)
+    assert not is_straggler(2.5, 1.0, 0.01, POLICY)  # within the margin of 1 s
+    assert is_straggler(3.5, 1.0, 0.01, POLICY)
 
 
 def test_split_by_bytes() -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import threading
 import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _keys, payload
 from .._future import StarburstFuture
 from ..errors import PayloadTooLarge, SerializationError
-from ..planner import BatchPolicy, next_batch_size, split_by_bytes
+from ..planner import BatchPolicy, Estimates, next_batch_size, split_by_bytes
 from ..storage import ObjectStore
 from .intake import Intake, WorkItem
 
@@ -38,6 +39,9 @@ FUNCTION_REFRESH_SECONDS = 12 * 3600.0
 of the shortest expiry ``starburst setup`` can set (1 day; S3 may expire objects up to a day
 late, never early)."""
 
+# Where a batch's current attempt stands (``Batch.claim``); see ``engine.claims``.
+UNASSIGNED, ASSIGNED, CLAIMED, REVOKED = "unassigned", "assigned", "claimed", "revoked"
+
 
 @dataclasses.dataclass(eq=False)
 class Batch:
@@ -51,6 +55,21 @@ class Batch:
     free_retries: int = 0
     worker: Worker | None = None
     assigned_at: float = 0.0
+    digest_of: dict[int, str] = dataclasses.field(default_factory=dict)  # item -> function
+    claim: str = UNASSIGNED
+    claimed_at: float = 0.0
+    queued: bool = False  # assigned behind another batch of its worker
+    other: Worker | None = None  # the worker of the first copy, once a straggler runs twice
+    seen_attempt: int = 0  # the last attempt results were seen of
+    withdrawn: set[int] = dataclasses.field(default_factory=set)  # cancel() let go of them
+    lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
+
+    def drop_cancelled(self) -> None:
+        """Forget the calls cancelled while no worker could start them (call under ``lock``)."""
+        for item_id, future in list(self.futures.items()):
+            if item_id in self.withdrawn or future.cancelled():
+                del self.futures[item_id]
+                self.done_ids.add(item_id)
 
     def count_loss(self, blameless: bool) -> None:
         """Count a lost attempt: against ``max_retries``, unless blameless and free ones remain."""
@@ -75,18 +94,22 @@ class Batcher:
         self._carry: collections.deque[WorkItem] = collections.deque()  # batched, not yet sent
         self._uploaded: dict[str, float] = {}  # function digest -> when it was last uploaded
         self._bytes_per_call: float | None = None
-        self._seconds_per_call: float | None = None
+        self.estimates = Estimates(policy.overhead_seconds)
+        # id(fn) -> (fn, its pickle's digest or why it cannot travel); fn is kept so that its
+        # id is not reused while cached.
+        self._functions: dict[int, tuple[Callable[..., Any], str | SerializationError]] = {}
+        self._pickled: dict[str, bytes] = {}  # digests pickled but not uploaded yet
         self._next_batch = 0
 
     @property
     def carried(self) -> int:
-        """Calls already running that wait for the next batch."""
+        """Calls cut off a batch that wait for the next one."""
         return len(self._carry)
 
-    def observe(self, seconds: float) -> None:
-        """Learn from one call's duration how many calls make a batch worth sending."""
-        spc = self._seconds_per_call
-        self._seconds_per_call = seconds if spc is None else 0.8 * spc + 0.2 * seconds
+    def observe(self, digest: str | None, seconds: float) -> None:
+        """Learn from one call of the function ``digest`` how long its calls take."""
+        if digest is not None:
+            self.estimates.observe(digest, seconds)
 
     def form(self, workers: int, limit: int | None = None) -> Batch | None:
         """Upload the next batch for ``workers`` sharing the work, of at most ``limit`` calls;
@@ -109,34 +132,66 @@ class Batcher:
             self._intake.settle(item.future, False, error)
         self._carry.clear()
 
-    def _take_items(self, workers: int, limit: int | None = None) -> list[WorkItem]:
-        """Move the next batch's worth of calls out of the queue and mark them running.
+    def cancel_carried(self) -> None:
+        """Cancel the calls cut off a batch (``shutdown(cancel_futures=True)``)."""
+        for item in self._carry:
+            item.future.cancel()
+        self._carry.clear()
 
-        Calls cut off an earlier batch (``_carry``, already running) go first.
+    def _take_items(self, workers: int, limit: int | None = None) -> list[WorkItem]:
+        """Move the next batch's worth of calls (of one function) out of the queue.
+
+        Calls cut off an earlier batch (``_carry``) go first.  They stay PENDING: a call
+        becomes RUNNING only once a worker claims its batch.
         """
         if self._bytes_per_call is None:
             self._estimate_bytes()
         with self._intake.lock:
-            pending = self._intake.pending
-            while pending and pending[0].future.cancelled():
-                pending.popleft()
-            source = self._carry or pending
+            for queue in (self._carry, self._intake.pending):
+                while queue and queue[0].future.cancelled():
+                    queue.popleft()
+            source = self._carry or self._intake.pending
             if not source:
                 return []
-            chunksize = source[0].chunksize
+            head = source[0]
+        digest = self._digest(head.fn)  # outside the lock: it may pickle the function
+        spc = None if isinstance(digest, SerializationError) else \
+            self.estimates.seconds_per_call(digest)
+        with self._intake.lock:
+            chunksize = head.chunksize
             size = next_batch_size(len(source), workers, self._policy, chunksize=chunksize,
-                                   seconds_per_call=self._seconds_per_call)
+                                   seconds_per_call=spc, overhead=self.estimates.overhead)
             if self._bytes_per_call and chunksize is None:
                 fit = int(self._policy.max_batch_bytes / self._bytes_per_call)
                 size = max(1, min(size, fit))
             if limit is not None:
                 size = min(size, limit)
             items: list[WorkItem] = []
-            while source and len(items) < size and source[0].chunksize == chunksize:
+            while source and len(items) < size and source[0].chunksize == chunksize and \
+                    source[0].fn is head.fn:
                 item = source.popleft()
-                if source is self._carry or item.future.set_running_or_notify_cancel():
+                if not item.future.cancelled():
                     items.append(item)
         return items
+
+    def _digest(self, fn: Callable[..., Any]) -> str | SerializationError:
+        """The content hash of ``fn``'s pickle (pickled once per function object)."""
+        known = self._functions.get(id(fn))
+        if known is not None and known[0] is fn:
+            return known[1]
+        if len(self._functions) > 512:
+            self._functions.clear()
+        payload.register_local_modules()  # so the user's own modules travel by value
+        try:
+            pickled = payload.pickle_function(fn)
+        except SerializationError as exc:
+            self._functions[id(fn)] = (fn, exc)
+            return exc
+        digest = payload.function_digest(pickled)
+        if digest not in self._uploaded:
+            self._pickled[digest] = pickled
+        self._functions[id(fn)] = (fn, digest)
+        return digest
 
     def _estimate_bytes(self) -> None:
         # The first call's size bounds the first batch in bytes; its pickle is kept for it.
@@ -186,13 +241,12 @@ class Batcher:
 
     def _upload_function(self, fn: Callable[..., Any], digests: list[str]
                          ) -> int | SerializationError:
-        try:
-            pickled = payload.pickle_function(fn)
-        except SerializationError as exc:
-            return exc
-        digest = payload.function_digest(pickled)
+        digest = self._digest(fn)
+        if isinstance(digest, SerializationError):
+            return digest
         now, last = self._clock(), self._uploaded.get(digest)
         if last is None or now - last >= FUNCTION_REFRESH_SECONDS:
+            pickled = self._pickled.pop(digest, None) or payload.pickle_function(fn)
             key = _keys.function_key(digest)
             self._store.put(key, payload.dump("function", pickled, key=key, secret=self._secret))
             self._uploaded[digest] = now
@@ -223,4 +277,5 @@ class Batcher:
         futures = {call.item_id: future_of[call.item_id] for call in calls}
         for future in futures.values():
             future.metadata.batch_id = batch_id
-        return Batch(batch_id, futures)
+        return Batch(batch_id, futures,
+                     digest_of={call.item_id: digests[call.fn_index] for call in calls})

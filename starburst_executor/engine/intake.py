@@ -46,6 +46,7 @@ class Intake:
         self.wakeup = threading.Event()
         self.pending: collections.deque[WorkItem] = collections.deque()
         self.shutdown = False
+        self.cancel_queued = False  # shutdown(cancel_futures=True): revoke what has not started
         self.terminate_reason: str | None = None
         self.broken: str | None = None
         self.broken_by: ExecutorBroken | None = None  # what failed the futures when it broke

@@ -34,6 +34,8 @@ class Usage:
             nothing is billed (local and docker backends).
         tasks_not_stopped: workers a stop failed for, which may still run and bill (each is
             also named by a warning); counted in ``task_seconds`` and ``cost`` up to now.
+        reruns: calls run a second time because their batch straggled (the first result
+            wins; see ``rerun_stragglers``).
     """
 
     requests: dict[str, int]
@@ -46,6 +48,7 @@ class Usage:
     task_seconds: float
     cost: float | None = None
     tasks_not_stopped: int = 0
+    reruns: int = 0
 
 
 class Ledger:
@@ -74,6 +77,7 @@ class Ledger:
         self._lock = threading.Lock()
         self.batches = 0
         self.retries = 0
+        self.reruns = 0
 
     @property
     def billing(self) -> bool:
@@ -155,4 +159,5 @@ class Ledger:
             task_seconds=task_seconds,
             cost=cost,
             tasks_not_stopped=len(getattr(launcher_stats, "not_stopped", None) or {}),
+            reruns=self.reruns,
         )

@@ -10,21 +10,28 @@
       _watch:     launcher.poll (workers with a batch) --> one stopped with its batch unfinished:
                   retry the batch (up to max_retries) or fail its futures with WorkerLost;
                   one past start_timeout or task_timeout: stop it
-      _dispatch:  a live worker without a batch --> _next_batch --> assign/<worker>/<seq>
-                  work left and room --> launch new workers, THEN _next_batch and assign each
+      _dispatch:  requeue batches revoked by cancel(); one LIST of claims/ while a worker's
+                  batch is not known to be claimed (its futures become RUNNING once it is);
+                  Dispatcher: a free worker --> the next batch --> assign/<worker>/<seq>, and
+                  one batch queued behind each started one; no work left --> an idle worker
+                  takes over a queued batch (revoked) or reruns a straggler
+                  work left and room --> launch new workers, THEN assign each a batch
                   (a worker boots while its batch is pickled and uploaded; it polls assign/)
-      _next_batch: a batch to retry, or Batcher: pending calls --planner--> calls, each one's
-                   arguments pickled once --> functions/<sha256> (once per hash), batches/<id>
+      next batch: a batch to retry, or Batcher: pending calls of one function --planner-->
+                  calls, each one's arguments pickled once --> functions/<sha256> (once per
+                  hash), batches/<id>
       _guard_cost, _heartbeat: stop every worker at max_cost; refresh session.json
 
 ``submit`` and ``shutdown`` only change :class:`~.intake.Intake` under its lock and wake this
 thread.  Futures never leave the client; only keys travel to workers.  The parts:
-``batches`` (form, pickle, upload), ``workers`` (launch, assign, watch, stop), ``ledger``
-(billed spans, max_cost, usage).
+``batches`` (form, pickle, upload), ``dispatch`` (who runs what), ``claims`` (revocable until
+claimed), ``workers`` (launch, assign, watch, stop), ``ledger`` (billed spans, max_cost, usage).
 
-Where cancelling stops: a call can be cancelled while it waits in ``Intake.pending``.  Once the
-manager takes it for a batch (which is then uploaded and assigned), its future is RUNNING and
-``cancel()`` returns False; a later ``shutdown(cancel_futures=True)`` lets it finish.
+Where cancelling stops: a call can be cancelled while it waits in ``Intake.pending``, in a
+batch being formed, and in a batch assigned to a worker that has not claimed it (``cancel()``
+revokes that batch; its other calls go to the next free worker).  Once a worker claims its
+batch, its futures are RUNNING and ``cancel()`` returns False; ``shutdown(cancel_futures=True)``
+lets those finish and cancels the rest.
 """
 
 from __future__ import annotations
@@ -54,6 +61,8 @@ from ..launch.base import Launcher, TaskState
 from ..planner import BatchPolicy
 from ..storage import ObjectStore
 from .batches import Batch, Batcher
+from .claims import Claims
+from .dispatch import Dispatcher
 from .intake import Intake
 from .ledger import Ledger, Usage
 from .results import ResultReader
@@ -70,6 +79,8 @@ class Settings:
 
     ``config`` gives the timeouts, ``max_retries`` and what ``session.json`` records.
     ``delete_session``: remove the session's objects at the end (a private temporary store).
+    ``launch_all``: start every worker at the first launch (local workers, billed nothing),
+    so later work does not wait for a cold start.
     ``secret``: signs and checks every object (payload's MAC); kept in memory, never stored.
     ``initializer``: ``(initializer, initargs)`` that every worker runs before its first call.
     """
@@ -79,6 +90,7 @@ class Settings:
     policy: BatchPolicy
     config: Config
     delete_session: bool = False
+    launch_all: bool = False
     secret: bytes = dataclasses.field(default_factory=_auth.new_secret, repr=False)
     initializer: tuple[Callable[..., Any], tuple[Any, ...]] | None = None
 
@@ -103,8 +115,11 @@ class Manager(threading.Thread):
         self._workers = Workers(store, launcher, settings.config, settings.max_workers, ledger,
                                 secret=settings.secret)
         self._workers.initializer = settings.initializer
-        self._inflight: dict[str, Batch] = {}
-        self._retry: collections.deque[Batch] = collections.deque()
+        self._claims = Claims(store, intake.wake)
+        self._dispatcher = Dispatcher(self._workers, self._batcher, self._claims, ledger,
+                                      settings.policy, settings.config.rerun_stragglers)
+        self._inflight: dict[str, Batch] = self._dispatcher.inflight
+        self._retry: collections.deque[Batch] = self._dispatcher.retry
         self._results = ResultReader(store, secret=settings.secret)
         self._session = _SessionRecord(store, settings)
 
@@ -192,6 +207,7 @@ class Manager(threading.Thread):
         worker = self._workers.get(part.worker_id)
         if worker is not None:
             worker.warm = True
+        self._dispatcher.observe(batch, part, worker)
         for record in part.records:
             if record.item_id == payload.WHOLE_BATCH:
                 _, error = payload.decode_result(record)
@@ -206,9 +222,8 @@ class Manager(threading.Thread):
                 continue  # already resolved by an earlier attempt
             ok, value = payload.decode_result(record)
             self._resolve(batch, record.item_id, ok, value, part, record)
-            self._batcher.observe(max(0.0, record.finished - record.started))
         if not batch.futures:
-            self._complete(batch)
+            self._complete(batch, part.worker_id)
         elif part.final and part.attempt == batch.attempt and batch.worker is not None:
             # The worker says it finished, yet calls are missing: treat the attempt as lost.
             self._batch_lost(batch, batch.worker, None, "finished without all its results")
@@ -220,13 +235,8 @@ class Manager(threading.Thread):
         _note_result(future.metadata, item_id, batch.attempt, part, record)
         self._intake.settle(future, ok, value)
 
-    def _complete(self, batch: Batch) -> None:
-        self._inflight.pop(batch.batch_id, None)
-        worker = batch.worker
-        if worker is not None and worker.batch is batch:
-            worker.batch = None
-            worker.idle_since = time.monotonic()
-            self._workers.retire_if_spent(worker)
+    def _complete(self, batch: Batch, winner: str | None = None) -> None:
+        self._dispatcher.complete(batch, winner)
 
     def _fail_batch(self, batch: Batch, error: BaseException) -> None:
         self._intake.settle_all(batch.futures.values(), error)
@@ -242,18 +252,30 @@ class Manager(threading.Thread):
         self._collect()  # a worker may have written its last results just before it stopped
         for worker, state in stopped:
             self._workers.gone(worker, state)
+            queued = worker.queued
             if worker.batch is not None:
                 self._batch_lost(worker.batch, worker, state, None)
+            if queued is not None and queued.worker is worker:
+                if not self._claims.revoke(queued):  # it had started there
+                    self._batch_lost(queued, worker, state, None)
+                else:  # revoked, so it never starts there: not the batch's fault
+                    self._inflight.pop(queued.batch_id, None)
+                    self._claims.requeue(queued)
+                    self._retry.append(queued)  # behind the batch that worker was running
         return True
 
     def _batch_lost(
         self, batch: Batch, worker: Worker, state: TaskState | None, why: str | None,
         error: BaseException | None = None,
     ) -> None:
-        if worker.batch is batch:
-            worker.batch = None
+        self._workers.release(worker, batch)
         if not batch.futures:
             self._complete(batch)
+            return
+        if batch.other is not None:  # a straggler's other copy still runs: it carries on
+            if batch.worker is worker:
+                batch.worker = batch.other
+            batch.other = None
             return
         # Not the batch's fault: the platform took the worker away, or the worker exited idle
         # (exit code 0) before it read this assignment.
@@ -263,32 +285,23 @@ class Manager(threading.Thread):
             self._fail_batch(batch, error or self._workers.lost_error(batch, worker, state, why))
             return
         self._ledger.retries += 1
-        batch.worker = None
         self._inflight.pop(batch.batch_id, None)
+        self._claims.requeue(batch)
         self._retry.append(batch)
 
     # -- dispatch ---------------------------------------------------------------------------
 
     def _dispatch(self) -> bool:
-        if not self._has_work():
-            return False
+        progress = self._dispatcher.take_back_revoked()
+        if self._intake.cancel_queued:
+            self._intake.cancel_queued = False
+            self._dispatcher.cancel_unstarted()
+        self._claims.look(self._workers.unclaimed())
         live = self._workers.live()
-        progress = self._fill(self._workers.usable(live))
+        progress |= self._dispatcher.fill(self._workers.usable(live), self._has_work(),
+                                          self._workers.room(len(live)) <= 0)
         if self._has_work() and self._workers.may_launch():
             progress |= self._launch_workers(len(live))
-        return progress
-
-    def _fill(self, workers: list[Worker]) -> bool:
-        # One batch per worker at a time.  A second one assigned ahead would save a poll
-        # interval between batches, but it would be pinned to that worker: it would wait
-        # behind a long call while another worker sits idle.
-        progress = False
-        for worker in workers:
-            if worker.batch is not None:
-                continue
-            if not self._assign_next(worker):
-                break
-            progress = True
         return progress
 
     def _launch_workers(self, live: int) -> bool:
@@ -296,6 +309,8 @@ class Manager(threading.Thread):
         with self._intake.lock:
             waiting = len(self._intake.pending)
         wanted = min(room, waiting + self._batcher.carried + len(self._retry))
+        if self._settings.launch_all:
+            wanted = room  # workers that cost nothing idle: start them all, as the stdlib does
         wanted, too_dear = self._ledger.affordable(wanted, live > 0)
         if too_dear is not None:
             self._drain(too_dear, cancel_pending=False)
@@ -307,26 +322,8 @@ class Manager(threading.Thread):
             self._drain(error, cancel_pending=False)
         # Launched first, assigned now: each boots while its batch is pickled and uploaded.
         for worker in started:
-            if not self._assign_next(worker):
+            if not self._dispatcher.assign_next(worker):
                 break
-        return True
-
-    def _assign_next(self, worker: Worker) -> bool:
-        """Give ``worker`` the next batch, if there is one."""
-        limit = worker.calls_left  # max_tasks_per_child: no batch takes it past its last call
-        if self._retry and (limit is None or len(self._retry[0].futures) <= limit):
-            batch = self._retry.popleft()
-        else:
-            formed = self._batcher.form(self._workers.share, limit)
-            if formed is None:
-                if self._retry:  # a retry too large for what it has left: a fresh worker's
-                    self._workers.retire(worker, "max_tasks_per_child: too few calls left "
-                                                 "for the batch to retry")
-                return False
-            self._ledger.batches += 1
-            batch = formed
-        self._workers.assign(worker, batch)
-        self._inflight[batch.batch_id] = batch
         return True
 
     def _guard_cost(self) -> None:

@@ -19,7 +19,7 @@ from ..config import Config
 from ..errors import LaunchError, WorkerLost
 from ..launch.base import LaunchFailure, Launcher, TaskHandle, TaskPhase, TaskState, WorkerSpec
 from ..storage import ObjectStore
-from .batches import Batch
+from .batches import ASSIGNED, CLAIMED, Batch
 from .ledger import Ledger
 
 __all__ = ["Worker", "Workers"]
@@ -33,11 +33,13 @@ class Worker:
     launched_at: float
     handle: TaskHandle | None = None
     seq: int = 0
-    batch: Batch | None = None  # one at a time, so none waits behind a long call
+    batch: Batch | None = None  # the one it runs (or is about to claim)
+    queued: Batch | None = None  # at most one behind it, revocable until claimed
     warm: bool = False  # it has sent results, so it is running
     idle_since: float | None = None
     stop_reason: str | None = None
     calls_left: int | None = None  # before max_tasks_per_child retires it (None: no limit)
+    last_end: float | None = None  # when its last call seen finished (its clock)
 
 
 class Workers:
@@ -165,22 +167,44 @@ class Workers:
             _auth.ENV_SECRET: _auth.secret_to_env(self._secret),
         }
 
-    def assign(self, worker: Worker, batch: Batch) -> None:
-        """Write the worker's next assignment: the batch's next attempt."""
-        batch.attempt += 1
-        batch.worker = worker
-        batch.assigned_at = time.monotonic()
-        order = payload.Assignment(batch.batch_id, batch.attempt, frozenset(batch.done_ids))
-        key = _keys.assign_key(worker.worker_id, worker.seq)
-        self._store.put(key, order.encode(key=key, secret=self._secret))
+    def assign(self, worker: Worker, batch: Batch, *, rerun: bool = False) -> None:
+        """Write the worker's next assignment: the batch's next attempt, behind the batch it
+        runs, if any.  ``rerun``: a second copy of a running batch (already started)."""
+        with batch.lock:  # so that no cancel() slips between the skip list and the claim state
+            batch.drop_cancelled()
+            batch.attempt += 1
+            batch.worker = worker
+            batch.assigned_at = time.monotonic()
+            batch.claim = CLAIMED if rerun else ASSIGNED
+            batch.queued = worker.batch is not None
+            order = payload.Assignment(batch.batch_id, batch.attempt, frozenset(batch.done_ids))
+            key = _keys.assign_key(worker.worker_id, worker.seq)
+            self._store.put(key, order.encode(key=key, secret=self._secret))
         worker.seq += 1
-        worker.batch = batch
+        if worker.batch is None:
+            worker.batch = batch
+        else:
+            worker.queued = batch
         worker.idle_since = None
         if worker.calls_left is not None:
             worker.calls_left -= len(batch.futures)  # the calls it runs: not those in skip
         for future in batch.futures.values():
             future.metadata.attempts = batch.attempt
             future.metadata.worker_id = worker.worker_id
+
+    def release(self, worker: Worker, batch: Batch) -> None:
+        """``batch`` no longer needs ``worker``: its queued batch, if any, moves up."""
+        if worker.queued is batch:
+            worker.queued = None
+        elif worker.batch is batch:
+            worker.batch, worker.queued = worker.queued, None
+            if worker.batch is None:
+                worker.idle_since = time.monotonic()
+
+    def unclaimed(self) -> list[Batch]:
+        """The batches workers should be running by now but have not been seen to claim."""
+        return [w.batch for w in self._workers.values()
+                if w.batch is not None and w.batch.claim == ASSIGNED]
 
     # -- watch and stop ---------------------------------------------------------------------
 
@@ -202,7 +226,7 @@ class Workers:
                 if now - worker.launched_at > start_timeout:
                     self.stop(worker, f"did not start within start_timeout={start_timeout:g}s")
             elif task_timeout is not None and worker.batch is not None:
-                if now - worker.batch.assigned_at > task_timeout:
+                if worker.batch.claim == CLAIMED and now - worker.batch.claimed_at > task_timeout:
                     self.stop(worker, f"batch {worker.batch.batch_id} ran past "
                                       f"task_timeout={task_timeout:g}s")
         return stopped

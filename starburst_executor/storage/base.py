@@ -30,6 +30,12 @@ class ObjectStore(Protocol):
         ``data`` held as :class:`~starburst_executor._chunks.Chunks` is stored as their
         concatenation, written chunk by chunk (never joined in memory when it is large)."""
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """Store ``data`` at ``key`` only if no object is there; return whether it was stored.
+
+        Atomic: of several writers racing for one key, exactly one gets ``True`` (a claim).
+        """
+
     def get(self, key: str) -> bytes:
         """Return the object at ``key``; raise ``ObjectNotFound`` when there is none."""
 

@@ -60,6 +60,27 @@ class LocalStore:
             self.stats.count("put")
             self.stats.bytes_out += size_of(data)
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        # Written aside, then hard-linked into place: link() fails if the name exists, and a
+        # reader never sees the object half written (O_EXCL alone would show it empty).
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+            os.link(tmp, path)
+            stored = True
+        except FileExistsError:
+            stored = False
+        finally:
+            os.unlink(tmp)
+        with self._lock:
+            self.stats.count("put")
+            if stored:
+                self.stats.bytes_out += len(data)
+        return stored
+
     def get(self, key: str) -> bytes:
         try:
             data = self._path(key).read_bytes()

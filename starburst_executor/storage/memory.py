@@ -56,6 +56,17 @@ class MemoryStore:
             self.stats.count("put")
             self.stats.bytes_out += len(value)
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        objects = self._objects
+        with objects.lock:
+            self.stats.count("put")
+            if key in objects.data:
+                return False
+            bisect.insort(objects.keys, key)
+            objects.data[key] = bytes(data)
+            self.stats.bytes_out += len(data)
+            return True
+
     def get(self, key: str) -> bytes:
         objects = self._objects
         with objects.lock:

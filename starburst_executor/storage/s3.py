@@ -155,6 +155,29 @@ class S3Store:
         with self._lock:
             self.stats.bytes_out += size
 
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        """A conditional PutObject (``If-None-Match: *``): S3 refuses it if the key exists.
+
+        Only for small objects (claims): a multipart upload is not used here.
+        """
+        full = self._key(key)
+        digest = hashlib.sha256(data).hexdigest()
+        try:
+            self._client.put_object(
+                Bucket=self.bucket, Key=full, Body=data, IfNoneMatch="*",
+                Metadata={_SHA256_META: digest}, ChecksumAlgorithm="SHA256", **self._extra,
+            )
+        except Exception as exc:
+            # 412: the object exists; 409: a concurrent conditional write to it is in flight
+            # (S3 lets exactly one of them win, and it is not this one).
+            if _aws.error_code(exc) in ("PreconditionFailed", "ConditionalRequestConflict",
+                                        "412", "409"):
+                return False
+            raise self._fail(exc, "PutObject", key) from None
+        with self._lock:
+            self.stats.bytes_out += len(data)
+        return True
+
     def get(self, key: str) -> bytes:
         full = self._key(key)
         try:

@@ -18,6 +18,7 @@ import http.server
 import json
 import re
 import threading
+import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -121,6 +122,7 @@ class AwsProxy:
         self._lock = threading.Lock()
         self._hooks: list[Callable[[ProxyRequest], ProxyResponse | None]] = []
         self._observers: list[Callable[[ProxyRequest, int, bytes], None]] = []
+        self._latency: dict[str | None, float] = {}
         self._local = threading.local()
         proxy = self
 
@@ -175,6 +177,12 @@ class AwsProxy:
         with self._lock:
             self.requests.clear()
             self.injected.clear()
+
+    def set_latency(self, seconds: float, service: str | None = None) -> None:
+        """Answer each request (of ``service``, if given) ``seconds`` later, as a real
+        endpoint far away would (S3: about 0.03 s a request from inside a region)."""
+        with self._lock:
+            self._latency[service] = seconds
 
     def inject_s3_slow_down(self, times: int = 1, operation: str | None = None) -> None:
         """Answer the next ``times`` S3 requests (of ``operation``, if given) with ``SlowDown``."""
@@ -237,6 +245,9 @@ class AwsProxy:
             self.requests[key] = self.requests.get(key, 0) + 1
             hooks = list(self._hooks)
             observers = list(self._observers)
+            delay = self._latency.get(service, self._latency.get(None, 0.0))
+        if delay > 0:
+            time.sleep(delay)  # the server is threaded: requests wait side by side
         answer = None
         for hook in hooks:
             answer = hook(request)

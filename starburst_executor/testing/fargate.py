@@ -184,6 +184,8 @@ class EmulatedTask:
     log_group: str | None = None
     log_stream: str | None = None
     moto: Any = dataclasses.field(default=None, repr=False)
+    starts_at: float | None = None  # end of the modelled cold start
+    spec: ContainerSpec | None = dataclasses.field(default=None, repr=False)
 
     @property
     def stopped(self) -> bool:
@@ -203,6 +205,10 @@ class FargateEmulator:
         runner: starts each task's container (default: :class:`SubprocessRunner`).
         interval: how often the moto backends are looked at, seconds.
         stop_grace: seconds between SIGTERM and SIGKILL when a task is stopped (ECS: 30).
+        cold_start: seconds a task stays ``PENDING`` after ``RunTask`` before its container
+            starts (Fargate: 30-60 s to provision and pull), to model start-up costs.
+        latency: seconds added to every AWS request through :attr:`proxy` (see
+            :meth:`AwsProxy.set_latency`), to model a remote S3 (about 0.03).
 
     Attributes:
         proxy: the :class:`AwsProxy` every client of :meth:`env` goes through; its
@@ -216,12 +222,17 @@ class FargateEmulator:
         runner: ContainerRunner | Callable[[ContainerSpec], Container] | None = None,
         interval: float = 0.02,
         stop_grace: float = 2.0,
+        cold_start: float = 0.0,
+        latency: float = 0.0,
     ):
         self.moto = moto
         self.runner = runner or SubprocessRunner()
         self.interval = interval
         self.stop_grace = stop_grace
         self.proxy = AwsProxy(moto.endpoint)
+        self.cold_start = cold_start
+        if latency:
+            self.proxy.set_latency(latency)
         self._lock = threading.RLock()
         self._tasks: dict[str, EmulatedTask] = {}
         self._ignored: set[str] = set()
@@ -481,8 +492,15 @@ class FargateEmulator:
                                                                or []):
             env[pair["name"]] = pair["value"]
         command = tuple(overrides.get("command") or container_def.get("command") or ())
-        spec = ContainerSpec(arn, str(container_def.get("image")), command, env)
-        record.container = self.runner(spec)
+        record.spec = ContainerSpec(arn, str(container_def.get("image")), command, env)
+        record.starts_at = time.time() + self.cold_start
+        if self.cold_start <= 0:
+            self._start_container(record)
+
+    def _start_container(self, record: EmulatedTask) -> None:
+        moto_task = record.moto
+        assert record.spec is not None
+        record.container = self.runner(record.spec)
         record.started_at = time.time()
         moto_task.started_at = datetime.datetime.now(datetime.timezone.utc)
         moto_task.last_status = "RUNNING"
@@ -495,6 +513,8 @@ class FargateEmulator:
             if task.moto is not None and task.moto.desired_status == "STOPPED":
                 self._finish(task, None, "UserInitiated",
                              task.moto.stopped_reason or "Task stopped by user")
+            elif task.spec is not None and time.time() >= (task.starts_at or 0.0):
+                self._start_container(task)  # its cold start is over
             return
         code = container.poll()
         now = time.time()

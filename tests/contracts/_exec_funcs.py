@@ -107,5 +107,27 @@ def touch_each(path: Any, value: Any = None) -> Any:
     return value
 
 
+def meet(directory: str, count: int, value: Any = None) -> Any:
+    """Return ``value`` once ``count`` calls of ``meet`` on ``directory`` have started (each
+    leaves a file there), so it returns only if that many calls run at the same time."""
+    os.makedirs(directory, exist_ok=True)
+    touch(os.path.join(directory, f"{os.getpid()}-{threading.get_ident()}-{time.time_ns()}"))
+    deadline = time.monotonic() + GATE_LIMIT
+    while len(os.listdir(directory)) < count:
+        if time.monotonic() > deadline:
+            raise GateTimeout(f"only {len(os.listdir(directory))} of {count} calls met")
+        time.sleep(0.005)
+    return value
+
+
+def slow_once(mark: str, gate: str, value: Any = None) -> Any:
+    """The first call (no ``mark`` yet) leaves the mark and waits for ``gate``; any later call
+    returns at once: a straggler that a second copy overtakes."""
+    if os.path.exists(mark):
+        return value
+    touch(mark)
+    return wait_for_gate(gate, value)
+
+
 def make_lock() -> Any:
     return threading.Lock()

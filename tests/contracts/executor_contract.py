@@ -103,7 +103,15 @@ class _Fixtures:
 
 
 class ExecutorContract(_Fixtures):
-    """The stdlib ``concurrent.futures`` contract; see the module docstring."""
+    """The stdlib ``concurrent.futures`` contract; see the module docstring.
+
+    ``bound_ahead``: how many calls beyond the running ones an executor may hand to its
+    workers ahead of time, where ``cancel()`` no longer reaches them.  ``ProcessPoolExecutor``
+    fills a call queue of ``max_workers + 1`` (``EXTRA_QUEUED_CALLS``): 3 with the two workers
+    these tests use at most; an executor that binds a call only when a worker starts it sets 0.
+    """
+
+    bound_ahead = 3
 
     # -- submit and result --------------------------------------------------------------------
 
@@ -483,6 +491,83 @@ class ExecutorContract(_Fixtures):
                 seen.append(future)
         assert seen == [fast]
         assert time.monotonic() - start < SHORT + 2.0
+
+    # -- scheduling: what a user of the stdlib pools relies on --------------------------------
+
+    def test_a_cancelled_call_never_runs(
+        self, executors: MakeExecutor, gates: Callable[[], Gate], tmp_path: Path
+    ) -> None:
+        executor = executors(1)
+        gate = gates()
+        blocker = executor.submit(fx.wait_for_gate, gate.path, "blocker")
+        _wait_until(blocker.running, "the first call to start")
+        marks = [str(tmp_path / f"ran-{i}") for i in range(6)]
+        queued = [executor.submit(fx.touch, mark, i) for i, mark in enumerate(marks)]
+        cancelled = [i for i, f in enumerate(queued) if f.cancel()]
+        assert len(cancelled) >= len(queued) - self.bound_ahead
+        gate.open()
+        assert blocker.result(timeout=T) == "blocker"
+        for i, future in enumerate(queued):
+            if i in cancelled:
+                with pytest.raises(CancelledError):
+                    future.result(timeout=0)
+            else:
+                assert future.result(timeout=T) == i
+        executor.shutdown(wait=True)
+        assert [os.path.exists(mark) for mark in marks] == [
+            i not in cancelled for i in range(len(marks))], "a cancelled call ran"
+
+    def test_a_fast_call_submitted_after_a_slow_one_completes_first(
+        self, executors: MakeExecutor, gates: Callable[[], Gate]
+    ) -> None:
+        executor = executors(2)
+        gate = gates()
+        slow = executor.submit(fx.wait_for_gate, gate.path, "slow")
+        fast = executor.submit(fx.square, 5)
+        done, not_done = wait([slow, fast], timeout=T, return_when=FIRST_COMPLETED)
+        assert done == {fast} and not_done == {slow}
+        order = as_completed([slow, fast], timeout=T)
+        assert next(order) is fast
+        gate.open()
+        assert next(order) is slow
+
+    def test_max_workers_calls_run_at_once(self, executors: MakeExecutor, tmp_path: Path) -> None:
+        # Each call returns only once all three have started: they must run side by side.
+        executor = executors(3)
+        room = str(tmp_path / "room")
+        futures = [executor.submit(fx.meet, room, 3, i) for i in range(3)]
+        assert [f.result(timeout=T) for f in futures] == [0, 1, 2]
+
+    def test_shutdown_cancel_futures_cancels_every_call_not_started(
+        self, executors: MakeExecutor, gates: Callable[[], Gate], tmp_path: Path
+    ) -> None:
+        executor = executors(2)
+        gate = gates()
+        blockers = [executor.submit(fx.wait_for_gate, gate.path, i) for i in range(2)]
+        _wait_until(lambda: all(b.running() for b in blockers), "both workers to be busy")
+        marks = [str(tmp_path / f"ran-{i}") for i in range(20)]
+        queued = [executor.submit(fx.touch, mark, i) for i, mark in enumerate(marks)]
+        executor.shutdown(wait=False, cancel_futures=True)
+        gate.open()
+        assert [b.result(timeout=T) for b in blockers] == [0, 1]
+        # (not wait(): it does not count a future cancelled by shutdown as done)
+        _wait_until(lambda: all(f.done() for f in queued), "every call to be done")
+        started = [i for i, f in enumerate(queued) if not f.cancelled()]
+        assert len(started) <= self.bound_ahead, f"calls {started} ran after cancel_futures"
+        for i in started:
+            assert queued[i].result(timeout=0) == i
+        assert [os.path.exists(mark) for mark in marks] == [i in started for i in range(20)]
+
+    def test_breaking_out_of_map_leaves_at_once(self, executors: MakeExecutor) -> None:
+        # 400 calls of 50 ms on 2 workers are 10 s of work; after a break only the calls
+        # already started may still run.
+        executor = executors(2)
+        for i, _ in enumerate(executor.map(fx.nap, [0.05] * 400)):
+            if i == 3:
+                break
+        start = time.monotonic()
+        executor.shutdown(wait=True)
+        assert time.monotonic() - start < 5.0
 
     # -- cancel and callbacks -----------------------------------------------------------------
 

@@ -112,6 +112,37 @@ class StoreContract:
         assert not errors
         assert len(store.list("c/")) == 80
 
+    def test_put_if_absent_stores_once(self, store: ObjectStore) -> None:
+        assert store.put_if_absent("claims/b1.1", b"first") is True
+        assert store.put_if_absent("claims/b1.1", b"second") is False
+        assert store.get("claims/b1.1") == b"first"
+        assert store.list("claims/") == ["claims/b1.1"]
+        store.put("claims/b2.1", b"plain")
+        assert store.put_if_absent("claims/b2.1", b"late") is False
+        assert store.get("claims/b2.1") == b"plain"
+
+    def test_put_if_absent_has_exactly_one_winner_among_racers(self, store: ObjectStore) -> None:
+        start = threading.Barrier(6)
+        won: list[int] = []
+        errors: list[BaseException] = []
+
+        def racer(n: int) -> None:
+            try:
+                start.wait(timeout=30)
+                if store.put_if_absent("claims/race", str(n).encode()):
+                    won.append(n)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        threads = [threading.Thread(target=racer, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=60)
+        assert not errors
+        assert len(won) == 1
+        assert store.get("claims/race") == str(won[0]).encode()
+
     def test_stats_count_requests(self, store: ObjectStore) -> None:
         before = sum(store.stats.requests.values())
         store.put("s", b"abc")

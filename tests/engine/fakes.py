@@ -27,14 +27,14 @@ def memory_store() -> MemoryStore:
     return MemoryStore(f"engine-test-{next(_names)}")
 
 
-def intake_with(fn: Callable[..., Any], arg_tuples: Sequence[tuple[Any, ...]]
-                ) -> tuple[Intake, list[StarburstFuture[Any]]]:
+def intake_with(fn: Callable[..., Any], arg_tuples: Sequence[tuple[Any, ...]],
+                chunksize: int | None = None) -> tuple[Intake, list[StarburstFuture[Any]]]:
     """An intake whose pending queue holds ``fn(*args)`` for each of ``arg_tuples``."""
     intake = Intake(None)
     futures: list[StarburstFuture[Any]] = []
     for item_id, args in enumerate(arg_tuples):
         future: StarburstFuture[Any] = StarburstFuture(CallMetadata(item_id, 0.0))
-        intake.pending.append(WorkItem(item_id, future, fn, args, {}))
+        intake.pending.append(WorkItem(item_id, future, fn, args, {}, chunksize))
         futures.append(future)
     intake.next_id = len(arg_tuples)
     return intake, futures

@@ -34,7 +34,8 @@ def _batches(store: Any) -> list[payload.Batch]:
 
 def test_each_call_is_pickled_once_even_when_batches_are_cut_by_size() -> None:
     Counted.pickled = 0
-    intake, futures = intake_with(_takes, [(Counted(), b"x" * 400) for _ in range(12)])
+    intake, futures = intake_with(_takes, [(Counted(), b"x" * 400) for _ in range(12)],
+                                  chunksize=5)
     store = memory_store()
     batcher = Batcher(intake, store, BatchPolicy(max_batch_bytes=1000), secret=SECRET)
     while batcher.form(workers=1) is not None:
@@ -43,7 +44,8 @@ def test_each_call_is_pickled_once_even_when_batches_are_cut_by_size() -> None:
     assert len(batches) > 3  # the 1000-byte bound cut the work several times
     assert sorted(c.item_id for b in batches for c in b.calls) == list(range(12))
     assert Counted.pickled == 12
-    assert all(f.running() for f in futures)
+    # Batched is not bound: a call is RUNNING only once a worker claims its batch.
+    assert not any(f.running() or f.done() for f in futures)
 
 
 def test_a_function_is_uploaded_once_per_content_hash() -> None:
@@ -59,7 +61,7 @@ def test_a_function_is_uploaded_once_per_content_hash() -> None:
 
 
 def test_an_argument_that_cannot_be_pickled_fails_its_call_only() -> None:
-    intake, futures = intake_with(_takes, [(1,), (threading.Lock(),), (3,)])
+    intake, futures = intake_with(_takes, [(1,), (threading.Lock(),), (3,)], chunksize=3)
     store = memory_store()
     batch = Batcher(intake, store, BatchPolicy(), secret=SECRET).form(workers=1)
     assert batch is not None and sorted(batch.futures) == [0, 2]
@@ -81,7 +83,7 @@ def test_a_function_that_cannot_be_pickled_fails_its_calls() -> None:
 
 
 def test_cancelled_calls_are_skipped() -> None:
-    intake, futures = intake_with(_takes, [(1,), (2,)])
+    intake, futures = intake_with(_takes, [(1,), (2,)], chunksize=2)
     futures[0].cancel()
     batch = Batcher(intake, memory_store(), BatchPolicy(), secret=SECRET).form(workers=1)
     assert batch is not None and list(batch.futures) == [1]
@@ -103,3 +105,29 @@ def test_a_function_is_uploaded_again_before_the_bucket_could_expire_it() -> Non
         uploaded.append(bool(store.list("functions/")))
         store.delete_prefix("functions/")  # what the bucket's expiry rule does
     assert uploaded == [True, False, True]
+
+
+def test_a_function_without_a_measured_duration_travels_alone() -> None:
+    intake, _ = intake_with(_takes, [(i,) for i in range(6)])
+    batcher = Batcher(intake, memory_store(), BatchPolicy(overhead_seconds=0.01), secret=SECRET)
+    first = batcher.form(workers=2)
+    assert first is not None and len(first.futures) == 1
+    # Once its calls are measured (10 ms), the rest share out fairly between 2 workers.
+    (digest,) = set(first.digest_of.values())
+    batcher.observe(digest, 0.01)
+    second = batcher.form(workers=2)
+    assert second is not None and len(second.futures) == 3
+
+
+def test_estimates_are_not_shared_across_functions() -> None:
+    intake, _ = intake_with(_takes, [(i,) for i in range(4)])
+    other, _ = intake_with(pow, [(i, 2) for i in range(4)])
+    intake.pending.extend(other.pending)
+    batcher = Batcher(intake, memory_store(), BatchPolicy(overhead_seconds=0.01), secret=SECRET)
+    first = batcher.form(workers=1)
+    assert first is not None
+    batcher.observe(first.digest_of[0], 0.0001)  # _takes is quick; pow is not known yet
+    quick = batcher.form(workers=1)
+    assert quick is not None and sorted(quick.futures) == [1, 2, 3]
+    unknown = batcher.form(workers=1)
+    assert unknown is not None and len(unknown.futures) == 1

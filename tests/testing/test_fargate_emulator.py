@@ -182,6 +182,31 @@ def test_stop_ends_every_task(moto_server: Any) -> None:
     assert [t.exit_code for t in emulator.tasks] == [137, 137], emulator.tasks
 
 
+def test_a_modelled_cold_start_keeps_a_task_pending(fargate: FargateEmulator,
+                                                    cluster: str) -> None:
+    fargate.cold_start = 600.0
+    (slow,) = _run(fargate, cluster, ["python", "-c", "print('late')"])
+    fargate.cold_start = 0.2
+    (quick,) = _run(fargate, cluster, ["python", "-c", "print('soon')"])
+    assert _wait(fargate, cluster, quick)["containers"][0]["exitCode"] == 0
+    task = next(t for t in fargate.tasks if t.arn == quick)
+    assert task.started_at is not None and task.starts_at is not None
+    assert task.started_at >= task.starts_at
+    assert _wait(fargate, cluster, slow, "PENDING")["lastStatus"] == "PENDING"
+    _client("ecs", fargate).stop_task(cluster=cluster, task=slow, reason="gave up")
+    assert "exitCode" not in _wait(fargate, cluster, slow)["containers"][0]
+
+
+def test_modelled_request_latency(fargate: FargateEmulator) -> None:
+    bucket = make_bucket(fargate.moto)
+    s3 = _client("s3", fargate)
+    fargate.proxy.set_latency(0.3, "s3")
+    started = time.monotonic()
+    s3.put_object(Bucket=bucket, Key="k", Body=b"x")
+    assert time.monotonic() - started >= 0.3
+    fargate.proxy.set_latency(0.0, "s3")
+
+
 def test_unknown_fault(fargate: FargateEmulator) -> None:
     with pytest.raises(ValueError, match="oom"):
         fargate.inject("gremlins")

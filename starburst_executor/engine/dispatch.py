@@ -1,0 +1,209 @@
+"""Dispatch: which worker gets which batch, and when a batch is taken back or run twice.
+
+Each turn of the manager, in order:
+
+* a free worker (no batch) gets the next batch: a retry first, else one formed from the
+  pending calls, sized from the estimates of its function (``planner``);
+* while calls still wait and no more workers may start, a worker whose batch has started
+  gets one more queued behind it, so it goes on without waiting for the client (it stays
+  revocable until claimed);
+* with nothing left to form, an idle worker takes over a batch queued behind a busy one (the
+  claim decides: revoked first, or already started), else, with ``rerun_stragglers``, a
+  second copy of a batch running well past its estimate: the first result of each call wins,
+  and the worker still running the losing copy is stopped.
+"""
+
+from __future__ import annotations
+
+import collections
+import time
+
+from .. import payload
+from ..planner import BatchPolicy, is_straggler
+from .batches import ASSIGNED, CLAIMED, Batch, Batcher
+from .claims import Claims
+from .ledger import Ledger
+from .workers import Worker, Workers
+
+__all__ = ["Dispatcher"]
+
+
+class Dispatcher:
+    """Hands batches to workers (the manager thread's only); see the module docstring."""
+
+    def __init__(self, workers: Workers, batcher: Batcher, claims: Claims, ledger: Ledger,
+                 policy: BatchPolicy, rerun_stragglers: bool) -> None:
+        self._workers = workers
+        self._batcher = batcher
+        self._claims = claims
+        self._ledger = ledger
+        self._policy = policy
+        self._rerun_stragglers = rerun_stragglers
+        self.inflight: dict[str, Batch] = {}
+        self.retry: collections.deque[Batch] = collections.deque()
+
+    # -- giving out batches -----------------------------------------------------------------
+
+    def fill(self, workers: list[Worker], work_left: bool, may_queue: bool) -> bool:
+        """Feed free workers, queue behind started ones (``may_queue``: no more workers may
+        start, else a new worker is better than a place in a queue), or rebalance when no
+        work is left."""
+        if not work_left:
+            return self._rebalance(workers)
+        progress = False
+        for worker in workers:
+            if worker.batch is None:
+                if not self.assign_next(worker):
+                    return progress
+                progress = True
+        for worker in workers if may_queue else ():
+            head = worker.batch
+            if head is not None and head.claim == CLAIMED and worker.queued is None:
+                if not self.assign_next(worker):
+                    break
+                progress = True
+        return progress
+
+    def assign_next(self, worker: Worker) -> bool:
+        """Give ``worker`` the next batch, if there is one (never past its last call of
+        ``max_tasks_per_child``)."""
+        limit = worker.calls_left
+        if limit == 0:
+            return False
+        while True:
+            if self.retry and (limit is None or len(self.retry[0].futures) <= limit):
+                batch = self.retry.popleft()
+            else:
+                formed = self._batcher.form(self._workers.share, limit)
+                if formed is None:
+                    if self.retry and worker.batch is None:  # too large for what it has left
+                        self._workers.retire(worker, "max_tasks_per_child: too few calls left "
+                                                     "for the batch to retry")
+                    return False
+                self._ledger.batches += 1
+                batch = formed
+                self._claims.bind(batch)
+            self._workers.assign(worker, batch)
+            self.inflight[batch.batch_id] = batch
+            if batch.futures:
+                return True
+            self.complete(batch)  # every call of it was cancelled meanwhile
+
+    # -- taking batches back ----------------------------------------------------------------
+
+    def take_back_revoked(self) -> bool:
+        """Requeue (or drop) the batches revoked by ``cancel()`` of one of their calls."""
+        revoked = self._claims.take_revoked()
+        for batch in revoked:
+            self._take_back(batch)
+        for batch in list(self.retry):
+            with batch.lock:
+                batch.drop_cancelled()
+            if not batch.futures:
+                self.retry.remove(batch)
+        return bool(revoked)
+
+    def _take_back(self, batch: Batch) -> None:
+        if batch.worker is not None:
+            self._workers.release(batch.worker, batch)
+        self.inflight.pop(batch.batch_id, None)
+        self._claims.requeue(batch)
+        if batch.futures:
+            self.retry.appendleft(batch)
+
+    def cancel_unstarted(self) -> None:
+        """``shutdown(cancel_futures=True)``: cancel every call no worker has started."""
+        for batch in list(self.inflight.values()) + list(self.retry):
+            for future in list(batch.futures.values()):
+                future.cancel()  # revokes its batch if queued; False once started
+        self._batcher.cancel_carried()
+        self.take_back_revoked()
+
+    def _rebalance(self, workers: list[Worker]) -> bool:
+        progress = False
+        for idle in [w for w in workers if w.batch is None]:
+            batch = self._steal_queued()
+            if batch is not None:
+                self._workers.assign(idle, batch)
+                self.inflight[batch.batch_id] = batch
+                progress = True
+            elif self._rerun_stragglers and self._rerun(idle):
+                progress = True
+        return progress
+
+    def _steal_queued(self) -> Batch | None:
+        for worker in self._workers.live():
+            batch = worker.queued
+            if batch is None or batch.claim != ASSIGNED or not self._claims.revoke(batch):
+                continue
+            self._workers.release(worker, batch)
+            self.inflight.pop(batch.batch_id, None)
+            self._claims.requeue(batch)
+            if batch.futures:
+                return batch
+        return None
+
+    # -- stragglers -------------------------------------------------------------------------
+
+    def _rerun(self, idle: Worker) -> bool:
+        now = time.monotonic()
+        estimates = self._batcher.estimates
+        worst, worst_over = None, 0.0
+        for worker in self._workers.live():
+            batch = worker.batch
+            if batch is None or batch.claim != CLAIMED or batch.other is not None or \
+                    not batch.futures or batch.worker is not worker:
+                continue
+            expected = 0.0
+            for digest in batch.digest_of.values():
+                per_call = estimates.seconds_per_call(digest)
+                if per_call is None:
+                    break
+                expected += per_call
+            else:
+                elapsed = now - batch.claimed_at
+                if is_straggler(elapsed, expected, estimates.overhead, self._policy) and \
+                        elapsed - expected > worst_over:
+                    worst, worst_over = batch, elapsed - expected
+        if worst is None:
+            return False
+        worst.other = worst.worker
+        self._ledger.reruns += len(worst.futures)
+        self._workers.assign(idle, worst, rerun=True)
+        return True
+
+    def complete(self, batch: Batch, winner: str | None = None) -> None:
+        """Every call of ``batch`` has its result: free its worker(s); stop a losing copy."""
+        self.inflight.pop(batch.batch_id, None)
+        copies = [w for w in (batch.worker, batch.other) if w is not None]
+        rerun = batch.other is not None
+        batch.other = None
+        for worker in copies:
+            if rerun and winner is not None and worker.worker_id != winner and \
+                    worker.batch is batch and worker.stop_reason is None:
+                # It still runs the slower copy: stop it (it is watched until it stops).
+                self._workers.stop(worker, f"its copy of batch {batch.batch_id} was overtaken")
+            else:
+                self._workers.release(worker, batch)
+                self._workers.retire_if_spent(worker)
+
+    # -- learning from results --------------------------------------------------------------
+
+    def observe(self, batch: Batch, part: payload.ResultPart, worker: Worker | None) -> None:
+        """Learn call durations per function and the per-batch overhead from one part."""
+        records = [r for r in part.records if r.item_id != payload.WHOLE_BATCH]
+        if part.attempt == batch.attempt:
+            self._claims.confirm(batch, part.attempt)
+        if not records or worker is None:
+            return
+        for record in records:
+            self._batcher.observe(batch.digest_of.get(record.item_id),
+                                  record.finished - record.started)
+        first = part.attempt != batch.seen_attempt
+        batch.seen_attempt = part.attempt
+        if first and batch.queued and worker.last_end is not None:
+            # Queued behind the previous batch: the gap between them is all overhead.
+            gap = min(r.started for r in records) - worker.last_end
+            if gap >= 0:
+                self._batcher.estimates.observe_overhead(gap)
+        worker.last_end = max(r.finished for r in records)
