@@ -28,6 +28,7 @@ from .errors import (
     RemoteError,
     RemoteTraceback,
     SerializationError,
+    SessionStopped,
     StarburstError,
     StoreAccessDenied,
     StoreError,
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
     from .engine import Usage
     from .config import Config, load_config
     from .executor import FargateExecutor, starburst_cluster, starburst_map
+    from .session import Session, attach
 
 __version__ = "0.1.0"
 
@@ -51,6 +53,8 @@ _LAZY = {
     "Usage": ".engine",
     "Config": ".config",
     "load_config": ".config",
+    "attach": ".session",
+    "Session": ".session",
 }
 
 __all__ = [
@@ -62,6 +66,8 @@ __all__ = [
     "Usage",
     "Config",
     "load_config",
+    "attach",
+    "Session",
     "StarburstError",
     "ConfigError",
     "SerializationError",
@@ -75,6 +81,7 @@ __all__ = [
     "LaunchError",
     "CostLimitExceeded",
     "WorkerLost",
+    "SessionStopped",
     "ExecutorBroken",
     "ImageError",
 ]

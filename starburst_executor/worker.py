@@ -27,7 +27,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import _auth, _keys, _output, _pickling, _threads, payload
+from . import _auth, _detached, _keys, _output, _pickling, _queue, _threads, payload
 from .errors import (
     IntegrityError,
     ObjectNotFound,
@@ -61,6 +61,7 @@ class Worker:
         poll_max: float = 1.0,
         flush_bytes: int = 8 * 1024 * 1024,
         capture_output: bool = True,
+        detached: bool = False,
     ):
         self.store = store
         self.worker_id = worker_id
@@ -72,6 +73,7 @@ class Worker:
         self.flush_bytes = flush_bytes
         self._functions: dict[str, Callable[..., Any]] = {}
         self._output = _output.OutputCapture() if capture_output else None
+        self.detached = detached  # serve a detached session's queue (see _queue)
 
     def run(self) -> int:
         """Serve assignments until idle or told to stop; return the exit code."""
@@ -81,6 +83,8 @@ class Worker:
             return self._serve()
 
     def _serve(self) -> int:
+        if self.detached:
+            return _queue.QueueServer(self, _log, _PartWriter).serve()
         seq = 0
         while True:
             assignment = self._next_assignment(seq)
@@ -272,7 +276,8 @@ def main(env: Mapping[str, str] | None = None) -> int:
         secret_text = os.environ.pop(_auth.ENV_SECRET, "")
     else:
         secret_text = env.get(_auth.ENV_SECRET, "")
-    if env.get(_keys.ENV_PARENT_PID):
+    detached = env.get(_detached.ENV_DETACHED) == "1"  # outlives its client, by design
+    if env.get(_keys.ENV_PARENT_PID) and not detached:
         _watch_parent(int(env[_keys.ENV_PARENT_PID]))
     if env is os.environ:  # before any user code is unpickled: BLAS reads these at import
         _threads.cap_thread_pools(os.environ)
@@ -288,6 +293,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
             poll_min=float(env.get(_keys.ENV_POLL_MIN, "0.002")),
             poll_max=float(env.get(_keys.ENV_POLL_MAX, "1")),
             capture_output=env.get(_keys.ENV_CAPTURE_OUTPUT, "1") != "0",
+            detached=detached,
         )
         return worker.run()
     except StarburstError as exc:
