@@ -8,7 +8,7 @@
       unclaimed, or whose claim's lease ran out --> claim its next attempt (create-if-absent)
           attempts lost > max_retries --> write WorkerLost as its whole result, mark it done
           else run it (the claim and the worker's record refreshed every lease_timeout / 3),
-          then mark it done
+          then mark it done; a halt or a limit seen while it runs stops the worker at once
       nothing to claim for idle_timeout --> exit 0
 
 Used by ``worker`` (``STARBURST_DETACHED=1``) with the worker's own ``_run_batch``.
@@ -142,8 +142,16 @@ class QueueServer:
             try:
                 self.store.put(key, _keys.Claim(self.worker.worker_id, at=time.time()).encode())
                 self._write_record()
+                why = self._halted()
             except Exception as exc:  # the next refresh may get through
                 self._log(f"{self.worker.worker_id}: lease refresh failed: {exc}")
+                continue
+            if why is not None:
+                # Cancelled or over a limit while a call runs: stop billing now, as a live
+                # executor stops its workers at max_cost; the batch is not finished.
+                self._log(f"{self.worker.worker_id}: stopping batch {batch_id}: {why}")
+                self._write_record(exited=time.time())
+                os._exit(0)
 
     def _give_up(self, batch_id: str, attempt: int) -> None:
         lost = attempt - 1

@@ -21,7 +21,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import InvalidStateError, as_completed
+from concurrent.futures import Future, InvalidStateError, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -238,7 +238,7 @@ class Session:
         for future in self.futures():
             yield future.result(None if end is None else max(0.0, end - time.monotonic()))
 
-    def as_completed(self, timeout: float | None = None) -> Iterator[StarburstFuture[Any]]:
+    def as_completed(self, timeout: float | None = None) -> Iterator[Future[Any]]:
         """The futures of every call as they finish."""
         return as_completed(self.futures(), timeout=timeout)
 
