@@ -35,7 +35,7 @@ _LAYERS: dict[str, int] = {
     "engine": 3,
     "executor": 4, "__init__": 4, "detached": 4, "session": 4,
 }
-_ENTRY_POINTS = {"worker", "cli", "__main__", "testing"}
+_ENTRY_POINTS = {"worker", "cli", "cli_sessions", "__main__", "testing"}
 _WORKER_MAY_IMPORT = {"errors", "config", "_auth", "_stats", "_threads", "_output", "payload",
                       "_pickling", "_keys", "_detached", "_queue", "cost",
                       "storage",

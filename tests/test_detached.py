@@ -237,3 +237,34 @@ def test_a_batch_whose_lease_runs_out_runs_again(tmp_path: Path) -> None:
         ex.shutdown()
         assert isinstance(ex.session, Session)
         ex.session.cleanup()
+
+
+def test_cli_status_collect_and_cancel(tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                       ) -> None:
+    from starburst_executor import cli_sessions
+
+    ex = FargateExecutor(max_workers=2, backend="local", detached=True, max_cost=1,
+                         idle_timeout=2)
+    futures = [ex.submit(boom, x) for x in range(5)]
+    ex.shutdown(wait=True)  # waits for the results, the workers go on until idle
+    assert [f.exception() is None for f in futures] == [True, True, True, False, True]
+    out = tmp_path / "results.pkl"
+    args = ["collect", ex.session_id, "-o", str(out)]
+    from starburst_executor.cli import main
+
+    assert main(args) == 1  # one call failed
+    import pickle
+
+    values = pickle.loads(out.read_bytes())
+    assert values[:3] == [0, 1, 2] and values[4] == 4 and isinstance(values[3], ValueError)
+    assert main(args[:-1] + [str(tmp_path / "r.json"), "--format", "json"]) == 1
+    import json
+
+    assert json.loads((tmp_path / "r.json").read_text())[3] == {
+        "error": "ValueError: bad item 3"}
+    assert cli_sessions.print_detached(as_json=False)
+    assert f"{ex.session_id}" in capsys.readouterr().out
+    assert main(["cancel", ex.session_id]) == 0
+    session = attach(ex.session_id)
+    assert "starburst cancel" in str(session.status().halted)
+    session.cleanup()
