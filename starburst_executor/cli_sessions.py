@@ -49,7 +49,7 @@ def _attach(args: argparse.Namespace) -> Any:
 def print_detached(as_json: bool) -> bool:
     """Print the detached sessions submitted from this machine; return whether there were."""
     ids = local_sessions()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for session_id in ids:
         try:
             session = attach(session_id)
