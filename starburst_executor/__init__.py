@@ -32,6 +32,7 @@ from .errors import (
     RemoteTraceback,
     ResultTooLarge,
     SerializationError,
+    SessionStopped,
     StarburstError,
     StoreAccessDenied,
     StoreError,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
     from .engine import Usage
     from .config import Config, load_config
     from .executor import FargateExecutor, starburst_cluster, starburst_map
+    from .session import Session, attach
 
 __version__ = "0.1.0"
 
@@ -55,6 +57,8 @@ _LAZY = {
     "Usage": ".engine",
     "Config": ".config",
     "load_config": ".config",
+    "attach": ".session",
+    "Session": ".session",
 }
 
 __all__ = [
@@ -66,6 +70,8 @@ __all__ = [
     "Usage",
     "Config",
     "load_config",
+    "attach",
+    "Session",
     "StarburstError",
     "ConfigError",
     "SerializationError",
@@ -82,6 +88,7 @@ __all__ = [
     "LaunchError",
     "CostLimitExceeded",
     "WorkerLost",
+    "SessionStopped",
     "ExecutorBroken",
     "InitializerFailed",
     "ImageError",

@@ -1,4 +1,5 @@
-"""The ``starburst`` command line: setup, doctor, build, cost, status, logs, cleanup, teardown.
+"""The ``starburst`` command line: setup, doctor, build, cost, status, logs, cleanup, teardown,
+collect and cancel (detached sessions, see ``cli_sessions``).
 
 Exit codes: 0 success, 1 a check or an operation failed, 2 a usage error (bad arguments or
 settings), 130 interrupted.  A user's error prints one line saying what to do, never a traceback.
@@ -13,6 +14,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from . import cli_sessions
 from .config import Config, load_config, parse_memory
 from .errors import ConfigError, StarburstError
 
@@ -120,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_cost_parser(sub, common)
     _add_session_parsers(sub, common)
+    cli_sessions.add_parsers(sub, common)
     return parser
 
 
@@ -380,6 +383,8 @@ def _age(seconds: float) -> str:
 def _cmd_status(args: argparse.Namespace) -> int:
     from .provision import status
 
+    if cli_sessions.print_detached(args.json) and not args.json:
+        print()
     config = _config(args)
     report = status(config, clients=_clients(args, config.region))
     if args.json:
@@ -469,6 +474,8 @@ _COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
     "logs": _cmd_logs,
     "cleanup": _cmd_cleanup,
     "teardown": _cmd_teardown,
+    "collect": cli_sessions.cmd_collect,
+    "cancel": cli_sessions.cmd_cancel,
 }
 
 if __name__ == "__main__":  # pragma: no cover

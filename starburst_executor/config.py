@@ -82,6 +82,10 @@ class Config:
     # A call whose result or arguments pickle to more bytes fails at once (ResultTooLarge).
     max_result_size: int = 2 * 1024**3
     rerun_stragglers: bool = True  # run a batch far past its estimate again on an idle worker
+    # Detached sessions (see ``starburst_executor.detached``): workers outlive the client.
+    detached: bool = False
+    deadline: float | None = None  # seconds from the first submit after which no batch starts
+    lease_timeout: float = 60.0  # a claimed batch whose lease is this old is claimable again
 
     def replace(self, **changes: Any) -> Config:
         """Return a copy with ``changes`` applied and validated."""
@@ -265,12 +269,13 @@ def _convert(name: str, value: Any) -> Any:
         if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
             raise ValueError("expected a whole number")
         return int(value)
-    if name in ("cpu", "idle_timeout", "start_timeout", "task_timeout", "max_cost"):
+    if name in ("cpu", "idle_timeout", "start_timeout", "task_timeout", "max_cost", "deadline",
+                "lease_timeout"):
         if isinstance(value, bool):
             raise ValueError("expected a number")
         return float(value)
     if name in ("spot", "assign_public_ip", "auto_build", "progress", "forward_output",
-                "docker_aws_credentials", "rerun_stragglers"):
+                "docker_aws_credentials", "rerun_stragglers", "detached"):
         return _to_bool(value)
     if name in ("subnets", "security_groups"):
         return _to_tuple(value)
@@ -297,7 +302,8 @@ def _validated(config: Config) -> Config:
             f"max_tasks_per_child must be at least 1, got {config.max_tasks_per_child}")
     if config.max_retries < 0:
         raise ConfigError(f"max_retries must be 0 or more, got {config.max_retries}")
-    for name in ("idle_timeout", "start_timeout", "task_timeout", "max_cost", "cpu"):
+    for name in ("idle_timeout", "start_timeout", "task_timeout", "max_cost", "cpu", "deadline",
+                 "lease_timeout"):
         value = getattr(config, name)
         if value is not None and not value > 0:
             raise ConfigError(f"{name} must be positive, got {value}")
@@ -306,6 +312,9 @@ def _validated(config: Config) -> Config:
     check_prefix(config.prefix)
     if config.region is not None:
         check_region(config.region)
+    if config.detached and config.max_cost is None and config.deadline is None:
+        raise ConfigError("detached=True needs max_cost= or deadline= (seconds): workers that "
+                          "no client watches must be bounded")
     return config
 
 

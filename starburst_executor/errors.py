@@ -45,6 +45,7 @@ __all__ = [
     "LaunchError",
     "ImageError",
     "CostLimitExceeded",
+    "SessionStopped",
     "WorkerLost",
     "ExecutorBroken",
     "InitializerFailed",
@@ -149,6 +150,11 @@ class ImageError(StarburstError):
 
 class CostLimitExceeded(StarburstError):
     """The estimated cost of the work exceeds ``max_cost``."""
+
+
+class SessionStopped(StarburstError):
+    """A detached session stopped before this call ran: cancelled, or its ``max_cost`` or
+    ``deadline`` reached (the message says which)."""
 
 
 class WorkerLost(StarburstError, BrokenExecutor):

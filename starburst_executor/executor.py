@@ -97,6 +97,15 @@ class FargateExecutor(Executor):
         ConfigError: a setting is invalid or missing; the message names the fix.
     """
 
+    def __new__(cls, *args: Any, **settings: Any) -> FargateExecutor:
+        # detached=True (argument, STARBURST_DETACHED or config file): the workers outlive
+        # this executor; see starburst_executor.detached.
+        if cls is FargateExecutor and _wants_detached(settings):
+            from .detached import DetachedExecutor
+
+            cls = DetachedExecutor
+        return super().__new__(cls)
+
     def __init__(
         self,
         max_workers: int | None = None,
@@ -332,6 +341,11 @@ class FargateExecutor(Executor):
     def __repr__(self) -> str:
         return (f"<FargateExecutor backend={self._config.backend} max_workers="
                 f"{self._max_workers} session={self._session_id}>")
+
+
+def _wants_detached(settings: dict[str, Any]) -> bool:
+    # max_cost given only so that the check of detached's own limits waits for __init__.
+    return load_config({"detached": settings.get("detached"), "max_cost": 1.0}).detached
 
 
 def _price_function(config: Config) -> Callable[[float], float] | None:

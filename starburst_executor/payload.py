@@ -91,7 +91,7 @@ CLOUDPICKLE_VERSION: str = cloudpickle.__version__
 PROTOCOL = 5
 
 # Kinds whose body is JSON, not a pickle.
-_JSON_KINDS = frozenset({"assign"})
+_JSON_KINDS = frozenset({"assign", "session"})
 
 # A result record with this id stands for every call of the batch: the batch as a whole failed
 # (its payload could not be read), so the client fails all of its futures with that error.

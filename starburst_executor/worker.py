@@ -28,7 +28,7 @@ import traceback
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from . import _auth, _keys, _output, _pickling, _threads, payload
+from . import _auth, _detached, _keys, _output, _pickling, _queue, _threads, payload
 from ._initializer import Initializer
 from .errors import (
     InitializerFailed,
@@ -66,6 +66,7 @@ class Worker:
         capture_output: bool = True,
         initializer: str | None = None,
         max_result_size: int | None = None,
+        detached: bool = False,
     ):
         self.store = store
         self.worker_id = worker_id
@@ -80,6 +81,7 @@ class Worker:
         self._output = _output.OutputCapture() if capture_output else None
         self._initializer_key = initializer
         self._initializer: Initializer | None = None
+        self.detached = detached  # serve a detached session's queue (see _queue)
 
     def run(self) -> int:
         """Serve assignments until idle or told to stop; return the exit code."""
@@ -89,6 +91,8 @@ class Worker:
             return self._serve()
 
     def _serve(self) -> int:
+        if self.detached:
+            return _queue.QueueServer(self, _log, _PartWriter).serve()
         failed = self._initialize()
         seq = 0
         while True:
@@ -308,7 +312,8 @@ def main(env: Mapping[str, str] | None = None) -> int:
         secret_text = os.environ.pop(_auth.ENV_SECRET, "")
     else:
         secret_text = env.get(_auth.ENV_SECRET, "")
-    if env.get(_keys.ENV_PARENT_PID):
+    detached = env.get(_detached.ENV_DETACHED) == "1"  # outlives its client, by design
+    if env.get(_keys.ENV_PARENT_PID) and not detached:
         _watch_parent(int(env[_keys.ENV_PARENT_PID]))
     if env is os.environ:  # before any user code is unpickled: BLAS reads these at import
         _threads.cap_thread_pools(os.environ)
@@ -327,6 +332,7 @@ def main(env: Mapping[str, str] | None = None) -> int:
             initializer=env.get(_keys.ENV_INITIALIZER) or None,
             max_result_size=int(env[_keys.ENV_MAX_RESULT_SIZE])
             if env.get(_keys.ENV_MAX_RESULT_SIZE) else None,
+            detached=detached,
         )
         return worker.run()
     except StarburstError as exc:
