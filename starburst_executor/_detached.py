@@ -158,6 +158,15 @@ def latest_claims(store: Any) -> dict[str, int]:
     return latest
 
 
+def claim_holder(store: Any, batch_id: str, attempt: int) -> str | None:
+    """The worker that claimed ``attempt`` of ``batch_id`` (``None``: none, or revoked)."""
+    try:
+        claim = _keys.Claim.decode(store.get(_keys.claim_key(batch_id, attempt)))
+    except (ObjectNotFound, ValueError):
+        return None
+    return claim.worker_id or None
+
+
 def claim_age(store: Any, batch_id: str, attempt: int, now: float) -> float | None:
     """Seconds since the claim of ``attempt`` was last refreshed (``None``: no such claim)."""
     try:

@@ -74,7 +74,8 @@ class QueueServer:
                 idle_since = time.monotonic()
                 delay = self.worker.poll_min
                 continue
-            if time.monotonic() - idle_since >= self.worker.idle_timeout:
+            if time.monotonic() - idle_since >= self.worker.idle_timeout and \
+                    not self._on_watch():
                 self._log(f"{self.worker.worker_id}: queue empty for "
                           f"{self.worker.idle_timeout:g}s, exiting")
                 return 0
@@ -83,6 +84,25 @@ class QueueServer:
                 last_record = time.monotonic()
             time.sleep(delay * random.uniform(0.8, 1.2))
             delay = min(delay * 1.5, self.worker.poll_max, self._refresh)
+
+    def _on_watch(self) -> bool:
+        """Whether this idle worker must stay: some batch is unfinished (its worker may die,
+        and the batch then needs a retry once its lease runs out), and of the live workers that
+        run none of the unfinished batches this one has the lowest id: so one worker stays,
+        whichever others died, and none is kept waiting on itself."""
+        done = {k[len(_detached.DONE_PREFIX):] for k in self.store.list(_detached.DONE_PREFIX)}
+        unfinished = [b for b in (k[len(_detached.QUEUE_PREFIX):]
+                                  for k in self.store.list(_detached.QUEUE_PREFIX))
+                      if b not in done]
+        if not unfinished:
+            return False
+        latest = _detached.latest_claims(self.store)
+        holders = {_detached.claim_holder(self.store, b, latest[b])
+                   for b in unfinished if b in latest}
+        now = time.time()
+        free = [r.worker_id for r in _detached.read_workers(self.store, self.secret)
+                if r.alive(self.doc.lease_timeout, now) and r.worker_id not in holders]
+        return min(free, default=self.worker.worker_id) >= self.worker.worker_id
 
     def _halted(self) -> str | None:
         try:
