@@ -77,6 +77,11 @@ class DetachedExecutor(FargateExecutor):
                      chunksize: int | None) -> list[Any]:
         if not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
+        if chunksize is None and len(calls) > 1:
+            # No duration is measured before everything is uploaded, so a map is cut into
+            # about four batches per worker: few objects and requests, yet a lost batch or a
+            # slow one holds only a quarter of a worker's share.
+            chunksize = math.ceil(len(calls) / (4 * self._max_workers))
         with self._submit_lock:
             if self._intake.shutdown:
                 raise RuntimeError("cannot schedule new futures after shutdown")

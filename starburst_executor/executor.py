@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import collections
 import gc
+import inspect
 import itertools
 import os
 import secrets
@@ -347,6 +348,12 @@ def _wants_detached(settings: dict[str, Any]) -> bool:
     # max_cost given only so that the check of detached's own limits waits for __init__.
     return load_config({"detached": settings.get("detached"), "max_cost": 1.0}).detached
 
+
+
+# ``__new__`` picks the detached class; the signature people and tools see is ``__init__``'s
+# (ProcessPoolExecutor's positional order), not ``__new__``'s ``(*args, **settings)``.
+setattr(FargateExecutor, "__signature__", inspect.signature(FargateExecutor.__init__).replace(
+    parameters=list(inspect.signature(FargateExecutor.__init__).parameters.values())[1:]))
 
 def _price_function(config: Config) -> Callable[[float], float] | None:
     """USD billed for one worker that ran some seconds, or ``None`` where nothing is billed."""

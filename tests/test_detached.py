@@ -293,3 +293,17 @@ def test_cli_status_collect_and_cancel(tmp_path: Path, capsys: pytest.CaptureFix
 def test_detached_refuses_what_its_workers_cannot_honour(extra: dict[str, Any]) -> None:
     with pytest.raises(ConfigError, match="detached=True does not take"):
         FargateExecutor(max_workers=1, backend="local", detached=True, max_cost=1, **extra)
+
+
+def test_a_detached_map_without_chunksize_is_cut_into_a_few_batches_per_worker() -> None:
+    ex = FargateExecutor(max_workers=2, backend="local", detached=True, max_cost=1,
+                         idle_timeout=2)
+    try:
+        assert list(ex.map(abs, range(-100, 0), timeout=90)) == list(range(100, 0, -1))
+        assert ex.session is not None
+        batches = {f.metadata.batch_id for f in ex.session.futures()}
+        assert len(batches) == 8  # 4 per worker, not one per call
+    finally:
+        ex.shutdown()
+        assert isinstance(ex.session, Session)
+        ex.session.cleanup()
