@@ -39,7 +39,8 @@ def square(x: int) -> int:
 
 
 def _setup(moto: MotoServer) -> tuple[str, str]:
-    """What `starburst setup` leaves: a bucket, a cluster, the workers' log group."""
+    """What `starburst setup` leaves: a bucket, a cluster, the workers' log group and security
+    group (tasks never fall back to the VPC's default group)."""
     kwargs = dict(region_name=REGION, endpoint_url=moto.endpoint,
                   aws_access_key_id="testing", aws_secret_access_key="testing")
     bucket = f"starburst-bench-{uuid.uuid4().hex[:8]}"
@@ -47,6 +48,10 @@ def _setup(moto: MotoServer) -> tuple[str, str]:
     boto3.client("s3", **kwargs).create_bucket(Bucket=bucket)
     boto3.client("ecs", **kwargs).create_cluster(clusterName=cluster)
     boto3.client("logs", **kwargs).create_log_group(logGroupName="/starburst/workers")
+    ec2 = boto3.client("ec2", **kwargs)
+    vpc = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])["Vpcs"][0]
+    ec2.create_security_group(GroupName="starburst-workers", VpcId=vpc["VpcId"],
+                              Description="starburst-executor workers")
     return bucket, cluster
 
 
