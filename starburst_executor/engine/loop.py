@@ -23,7 +23,8 @@
       _guard_cost, _heartbeat: stop every worker at max_cost; refresh session.json
 
 ``submit`` and ``shutdown`` only change :class:`~.intake.Intake` under its lock and wake this
-thread.  Futures never leave the client; only keys travel to workers.  The parts:
+thread.  Futures never leave the client; only keys travel to workers (and the session's
+secret, in their environment, see ``_auth``).  The parts:
 ``batches`` (form, pickle, upload), ``dispatch`` (who runs what), ``claims`` (revocable until
 claimed), ``workers`` (launch, assign, watch, stop), ``ledger`` (billed spans, max_cost, usage).
 
