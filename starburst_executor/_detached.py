@@ -158,19 +158,9 @@ def latest_claims(store: Any) -> dict[str, int]:
     return latest
 
 
-def claim_holder(store: Any, batch_id: str, attempt: int) -> str | None:
-    """The worker that claimed ``attempt`` of ``batch_id`` (``None``: none, or revoked)."""
+def read_claim(store: Any, batch_id: str, attempt: int) -> _keys.Claim | None:
+    """The claim of ``attempt`` of ``batch_id`` (``None``: there is none, or it is unreadable)."""
     try:
-        claim = _keys.Claim.decode(store.get(_keys.claim_key(batch_id, attempt)))
+        return _keys.Claim.decode(store.get(_keys.claim_key(batch_id, attempt)))
     except (ObjectNotFound, ValueError):
         return None
-    return claim.worker_id or None
-
-
-def claim_age(store: Any, batch_id: str, attempt: int, now: float) -> float | None:
-    """Seconds since the claim of ``attempt`` was last refreshed (``None``: no such claim)."""
-    try:
-        claim = _keys.Claim.decode(store.get(_keys.claim_key(batch_id, attempt)))
-    except (ObjectNotFound, ValueError):
-        return None
-    return now - claim.at

@@ -90,15 +90,12 @@ class QueueServer:
         and the batch then needs a retry once its lease runs out), and of the live workers that
         run none of the unfinished batches this one has the lowest id: so one worker stays,
         whichever others died, and none is kept waiting on itself."""
-        done = {k[len(_detached.DONE_PREFIX):] for k in self.store.list(_detached.DONE_PREFIX)}
-        unfinished = [b for b in (k[len(_detached.QUEUE_PREFIX):]
-                                  for k in self.store.list(_detached.QUEUE_PREFIX))
-                      if b not in done]
+        unfinished = self._unfinished()
         if not unfinished:
             return False
         latest = _detached.latest_claims(self.store)
-        holders = {_detached.claim_holder(self.store, b, latest[b])
-                   for b in unfinished if b in latest}
+        claims = (_detached.read_claim(self.store, b, latest[b]) for b in unfinished if b in latest)
+        holders = {c.worker_id for c in claims if c is not None and c.worker_id}
         now = time.time()
         free = [r.worker_id for r in _detached.read_workers(self.store, self.secret)
                 if r.alive(self.doc.lease_timeout, now) and r.worker_id not in holders]
@@ -120,21 +117,26 @@ class QueueServer:
 
     # -- claiming -----------------------------------------------------------------------------
 
-    def _next_claim(self) -> tuple[str, int] | None:
-        """Claim the next attempt of the first batch that needs one; ``(batch, attempt)``."""
+    def _unfinished(self) -> list[str]:
+        """The queued batches not done yet, in queue order (no LIST of done/ when none are)."""
         queued = [k[len(_detached.QUEUE_PREFIX):] for k in self.store.list(_detached.QUEUE_PREFIX)]
         if not queued:
-            return None
+            return []
         done = {k[len(_detached.DONE_PREFIX):] for k in self.store.list(_detached.DONE_PREFIX)}
+        return [b for b in queued if b not in done]
+
+    def _next_claim(self) -> tuple[str, int] | None:
+        """Claim the next attempt of the first batch that needs one; ``(batch, attempt)``."""
+        unfinished = self._unfinished()
+        if not unfinished:
+            return None
         latest = _detached.latest_claims(self.store)
         now = time.time()
-        for batch_id in queued:
-            if batch_id in done:
-                continue
+        for batch_id in unfinished:
             attempt = latest.get(batch_id, 0)
             if attempt:
-                age = _detached.claim_age(self.store, batch_id, attempt, now)
-                if age is None or age <= self.doc.lease_timeout:
+                held = _detached.read_claim(self.store, batch_id, attempt)
+                if held is None or now - held.at <= self.doc.lease_timeout:
                     continue  # running elsewhere
             claim = _keys.Claim(self.worker.worker_id, at=time.time())
             if self.store.put_if_absent(_keys.claim_key(batch_id, attempt + 1), claim.encode()):

@@ -223,33 +223,21 @@ def die_once(marker: str, x: int) -> int:
     return x + 100
 
 
-def test_a_batch_whose_lease_runs_out_runs_again(tmp_path: Path) -> None:
+@pytest.mark.parametrize("idle_timeout, lease_timeout", [
+    (10, 1),
+    # Idle workers would leave after 0.3 s, long before the dead worker's 3 s lease runs out:
+    # one of them stays on watch while a batch is unfinished, so the batch is not stranded.
+    (0.3, 3),
+])
+def test_a_batch_whose_lease_runs_out_runs_again(tmp_path: Path, idle_timeout: float,
+                                                 lease_timeout: float) -> None:
     marker = str(tmp_path / "died")
     ex = FargateExecutor(max_workers=2, backend="local", detached=True, max_cost=1,
-                         idle_timeout=10, lease_timeout=1)
+                         idle_timeout=idle_timeout, lease_timeout=lease_timeout)
     try:
         results = list(ex.map(die_once, [marker] * 4, range(4), chunksize=1, timeout=90))
         assert results == [100, 101, 102, 103]
         assert os.path.exists(marker)
-        assert ex.session is not None
-        assert ex.session.futures()[1].metadata.attempts == 2
-    finally:
-        ex.shutdown()
-        assert isinstance(ex.session, Session)
-        ex.session.cleanup()
-
-
-def test_an_idle_worker_waits_out_a_dead_workers_lease_and_retries_its_batch(
-    tmp_path: Path
-) -> None:
-    # Idle workers would leave after 0.3 s, long before the dead worker's 3 s lease runs out:
-    # one of them stays on watch while a batch is unfinished, so the batch is not stranded.
-    marker = str(tmp_path / "died")
-    ex = FargateExecutor(max_workers=2, backend="local", detached=True, max_cost=1,
-                         idle_timeout=0.3, lease_timeout=3)
-    try:
-        results = list(ex.map(die_once, [marker] * 4, range(4), chunksize=1, timeout=90))
-        assert results == [100, 101, 102, 103]
         assert ex.session is not None
         assert ex.session.futures()[1].metadata.attempts == 2
     finally:
