@@ -6,7 +6,7 @@ so pickling a 1 GB ``bytes`` costs no second gigabyte.  It stops with :class:`To
 as the pickle passes ``limit``.
 
 :func:`pack` pickles a record in which some values are :class:`Chunks` with those values out
-of band (``persistent_id``), after the record's own small pickle::
+of band (a reference by index), after the record's own small pickle::
 
     8-byte count n | 8-byte length of the pickle | n 8-byte lengths | pickle | chunks 0..n-1
 
@@ -22,7 +22,7 @@ import struct
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["Buffer", "Chunks", "Collector", "TooLarge", "dumps", "pack", "unpack", "parts_of", "size_of", "joined"]
+__all__ = ["Buffer", "Chunks", "Collector", "TooLarge", "concat", "dumps", "pack", "unpack", "parts_of", "size_of", "joined"]
 
 Buffer = bytes | bytearray | memoryview
 PROTOCOL = 5
@@ -45,9 +45,10 @@ class Chunks:
 
     __slots__ = ("parts", "size")
 
-    def __init__(self, parts: Iterable[Buffer] = ()) -> None:
+    def __init__(self, parts: Iterable[Buffer] = (), size: int | None = None) -> None:
+        """``size`` is the parts' total, when the caller knows it already."""
         self.parts: list[Buffer] = list(parts)
-        self.size = sum(memoryview(p).nbytes for p in self.parts)
+        self.size = sum(memoryview(p).nbytes for p in self.parts) if size is None else size
 
     def __len__(self) -> int:
         return self.size
@@ -87,6 +88,35 @@ def size_of(data: Buffer | Chunks) -> int:
     return data.size if isinstance(data, Chunks) else memoryview(data).nbytes
 
 
+def concat(values: Iterable[Buffer | Chunks]) -> tuple[Chunks, list[int]]:
+    """``values`` one after the other as one :class:`Chunks`, and the size of each.
+
+    ``bytes`` in a row are joined (thousands of small pickles become one buffer, so signing,
+    storing and reading them costs one step, not thousands); other buffers and the parts of
+    :class:`Chunks` (large values) are kept by reference.
+    """
+    parts: list[Buffer] = []
+    sizes: list[int] = []
+    run: list[bytes] = []
+    for value in values:
+        if type(value) is bytes:
+            run.append(value)
+            sizes.append(len(value))
+            continue
+        if run:
+            parts.append(b"".join(run))
+            run = []
+        if isinstance(value, Chunks):
+            parts.extend(value.parts)
+            sizes.append(value.size)
+        else:
+            parts.append(value)
+            sizes.append(memoryview(value).nbytes)
+    if run:
+        parts.append(b"".join(run))
+    return Chunks(parts, sum(sizes)), sizes
+
+
 class Collector:
     """A file whose ``write`` keeps a ``bytes`` it is given instead of copying it (what else it
     is given, such as a ``bytearray`` the caller may change later, is copied)."""
@@ -109,8 +139,7 @@ class Collector:
 
     def chunks(self) -> Chunks:
         """What was written; the next ``write`` starts a new :class:`Chunks`."""
-        out = Chunks()
-        out.parts, out.size = self.parts, self.size
+        out = Chunks(self.parts, self.size)
         self.reset()
         return out
 
@@ -127,16 +156,22 @@ def dumps(obj: Any, pickler: type[pickle.Pickler] = pickle.Pickler, *,
     return collector.chunks()
 
 
-class _OutOfBand(pickle.Pickler):
-    def __init__(self, file: Any, out: list[Chunks]) -> None:
-        super().__init__(file, PROTOCOL)
-        self._out = out
+def _out_of_band(index: int) -> memoryview:
+    """Stands for the ``index``-th out-of-band value in a :func:`pack` pickle."""
+    raise pickle.UnpicklingError("out-of-band data outside unpack()")
 
-    def persistent_id(self, obj: Any) -> int | None:
-        if type(obj) is Chunks:
-            self._out.append(obj)
-            return len(self._out) - 1
-        return None
+
+class _OutOfBand(pickle.Pickler):
+    # A dispatch table, not persistent_id: the pickler calls persistent_id for every object,
+    # which costs a Python call per number in a large record; the table only for Chunks.
+    def __init__(self, file: Any, out: list[Chunks]) -> None:
+        self._out = out
+        self.dispatch_table = {Chunks: self._reduce}  # read by the C pickler's __init__
+        super().__init__(file, PROTOCOL)
+
+    def _reduce(self, chunks: Chunks) -> tuple[Any, ...]:
+        self._out.append(chunks)
+        return _out_of_band, (len(self._out) - 1,)
 
 
 class _InBand(pickle.Unpickler):
@@ -144,8 +179,10 @@ class _InBand(pickle.Unpickler):
         super().__init__(file)
         self._views = views
 
-    def persistent_load(self, pid: Any) -> memoryview:
-        return self._views[pid]
+    def find_class(self, module: str, name: str) -> Any:
+        if module == __name__ and name == "_out_of_band":
+            return self._views.__getitem__
+        return super().find_class(module, name)
 
 
 def pack(obj: Any) -> Chunks:
@@ -159,7 +196,7 @@ def pack(obj: Any) -> Chunks:
     parts: list[Buffer] = [table, pickled]
     for chunks in out:
         parts.extend(chunks.parts)
-    return Chunks(parts)
+    return Chunks(parts, len(table) + len(pickled) + sum(c.size for c in out))
 
 
 def unpack(data: Buffer) -> Any:

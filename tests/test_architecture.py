@@ -5,9 +5,9 @@ Layers (a module may import its own layer and the ones below, never above)::
     4  executor, __init__                              the public face
     3  engine/                                         the manager thread in its parts
     2  _aws, storage/, launch/, image/, provision/      I/O edges: the only users of boto3/docker
-    1  payload, _keys, _pickling, planner, cost,        pure: the wire, planning, prices
-       _future, _progress, _initializer
-    0  errors, config, _stats, _tags, _threads,         stdlib only
+    1  payload, _frame, _results, _keys, _pickling,     pure: the wire, planning, prices
+       planner, cost, _future, _progress, _initializer
+    0  errors, config, _stats, _tags, _threads, _gc,   stdlib only
        _output, _auth, _chunks
 
     separate entry points: worker (layers 0-1 and storage/ only); cli, __main__ and testing/
@@ -28,9 +28,9 @@ PACKAGE = Path(__file__).resolve().parents[1] / "starburst_executor"
 NAME = "starburst_executor"
 
 _LAYERS: dict[str, int] = {
-    "errors": 0, "config": 0, "_auth": 0, "_stats": 0, "_tags": 0, "_threads": 0, "_output": 0,
+    "errors": 0, "config": 0, "_auth": 0, "_stats": 0, "_tags": 0, "_threads": 0, "_gc": 0, "_output": 0,
     "_chunks": 0,
-    "payload": 1, "_keys": 1, "_pickling": 1, "planner": 1, "cost": 1, "_future": 1,
+    "payload": 1, "_frame": 1, "_results": 1, "_keys": 1, "_pickling": 1, "planner": 1, "cost": 1, "_future": 1,
     "_progress": 1, "_initializer": 1, "_detached": 1, "_queue": 1,
     "_aws": 2, "storage": 2, "launch": 2, "image": 2, "provision": 2,
     "engine": 3,
@@ -38,7 +38,7 @@ _LAYERS: dict[str, int] = {
 }
 _ENTRY_POINTS = {"worker", "cli", "cli_sessions", "__main__", "testing"}
 _WORKER_MAY_IMPORT = {"errors", "config", "_auth", "_chunks", "_stats", "_threads", "_output",
-                      "payload", "_pickling", "_keys", "_initializer", "_detached", "_queue", "cost",
+                      "payload", "_frame", "_results", "_pickling", "_keys", "_initializer", "_detached", "_queue", "cost",
                       "storage",
                       "__init__"}
 
