@@ -105,7 +105,7 @@ class _Tee(io.TextIOBase):
             self._target.write(text)
         except Exception:  # the worker's log failing must not fail the call: it is captured
             pass
-        buffer = self._capture.current
+        buffer = self._capture.buffer()
         if buffer is not None:
             buffer.add(self._name, text)
         return len(text)
@@ -139,13 +139,17 @@ class _Tee(io.TextIOBase):
 class OutputCapture:
     """Captures the output of the worker's calls (see the module docstring).
 
-    ``with capture:`` installs the streams, for the worker's life; ``with capture.call() as
-    buffer:`` captures one call, whose :meth:`_CallBuffer.output` then holds its output.
+    ``with capture:`` installs the streams, for the worker's life; :meth:`begin` and
+    :meth:`end` bracket one call (``with capture.call() as call:`` does both, and
+    ``call.output()`` then holds what it wrote).  A call's buffer is made at its first write,
+    so the many calls that print nothing cost next to nothing.
     """
 
     def __init__(self, limit: int = LIMIT) -> None:
         self.limit = limit
-        self.current: _CallBuffer | None = None
+        self.current: _CallBuffer | None = None  # the running call's, once it wrote
+        self._in_call = False
+        self._lock = threading.Lock()  # a call's own threads may write first together
         self._saved: tuple[TextIO, TextIO] | None = None
 
     def __enter__(self) -> OutputCapture:
@@ -159,6 +163,35 @@ class OutputCapture:
             sys.stdout, sys.stderr = self._saved
             self._saved = None
 
+    def buffer(self) -> _CallBuffer | None:
+        """The running call's buffer (made now if it has none yet); ``None`` between calls."""
+        buffer = self.current
+        if buffer is None and self._in_call:
+            with self._lock:
+                if self.current is None and self._in_call:
+                    self.current = _CallBuffer(self.limit)
+                buffer = self.current
+        return buffer
+
+    def begin(self) -> None:
+        """Start capturing a call's output."""
+        self.current = None
+        self._in_call = True
+
+    def end(self) -> Output:
+        """Stop capturing the call's output and return it (``()`` if it wrote nothing)."""
+        with self._lock:
+            self._in_call = False
+            buffer, self.current = self.current, None
+        if buffer is None:
+            return ()
+        for stream in (sys.stdout, sys.stderr):  # what it wrote reaches the worker's log now
+            try:
+                stream.flush()
+            except Exception:  # a stream the call replaced or closed
+                pass
+        return buffer.output()
+
     def call(self) -> _CallContext:
         return _CallContext(self)
 
@@ -166,19 +199,18 @@ class OutputCapture:
 class _CallContext:
     def __init__(self, capture: OutputCapture) -> None:
         self._capture = capture
-        self.buffer = _CallBuffer(capture.limit)
+        self._output: Output = ()
 
-    def __enter__(self) -> _CallBuffer:
-        self._capture.current = self.buffer
-        return self.buffer
+    def __enter__(self) -> _CallContext:
+        self._capture.begin()
+        return self
 
     def __exit__(self, *exc_info: Any) -> None:
-        self._capture.current = None
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:  # a stream the call replaced or closed
-                pass
+        self._output = self._capture.end()
+
+    def output(self) -> Output:
+        """What the call wrote, once it ended."""
+        return self._output
 
 
 def write_output(item_id: int, output: Output, stdout: TextIO | None = None,

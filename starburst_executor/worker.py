@@ -18,7 +18,6 @@ engine or the executor.
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import random
 import sys
@@ -202,13 +201,16 @@ class Worker:
             error = _unpickling_error(f"the arguments of call {call.item_id}",
                                       self.worker_id, exc)
             return payload.encode_exception(call.item_id, error, started, time.time(), "")
-        limit = self.max_result_size
-        if self._output is None:
+        limit, output = self.max_result_size, self._output
+        if output is None:
             return _call(call.item_id, fn, args, kwargs, started, limit)
-        with self._output.call() as output:
+        output.begin()
+        try:
             record = _call(call.item_id, fn, args, kwargs, started, limit)
-        captured = output.output()
-        return dataclasses.replace(record, output=captured) if captured else record
+        finally:
+            record_output = output.end()
+        record.output = record_output
+        return record
 
 
 def _call(item_id: int, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
@@ -225,6 +227,11 @@ def _unpickling_error(what: str, worker_id: str, exc: Exception) -> Serializatio
     hint = _pickling.explain_unpickling_error(exc)
     text = hint if hint.startswith(cause) else f"{cause}; {hint}"
     return SerializationError(f"{what} could not be unpickled on worker {worker_id}: {text}")
+
+
+# A part is written at the latest after this many results, so the client can take in the
+# first results of a long batch of quick calls while the worker runs the rest.
+_FLUSH_RECORDS = 2000
 
 
 class _PartWriter:
@@ -252,7 +259,7 @@ class _PartWriter:
         with self._lock:
             self.records.append(record)
             self.size += len(record.data)
-            if self.size >= self.worker.flush_bytes:
+            if self.size >= self.worker.flush_bytes or len(self.records) >= _FLUSH_RECORDS:
                 self._write(final=False)
 
     def _flush_periodically(self) -> None:

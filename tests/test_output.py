@@ -47,6 +47,7 @@ def test_a_handler_made_in_one_call_feeds_the_next_calls_capture() -> None:
         root.handlers[:] = handlers
         root.setLevel(level)
     assert first.output() == (("stderr", "INFO:first\n"),)
+    assert capture.call().output() == ()  # a call that writes nothing has no output
     assert second.output() == (("stderr", "INFO:second\n"),)
 
 
@@ -83,6 +84,6 @@ def test_many_tiny_writes_are_merged_as_they_come() -> None:
             sys.stdout.write("ab"[i % 2])
             if i % 1000 == 0:
                 sys.stderr.write("|")
-    assert len(buffer._pieces) <= 1025
+        assert capture.current is not None and len(capture.current._pieces) <= 1025
     (_, note), (_, text) = buffer.output()
     assert "4905 characters of output dropped" in note and text == "ab" * 50
