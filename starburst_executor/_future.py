@@ -12,6 +12,7 @@ import dataclasses
 import logging
 import threading
 from concurrent.futures import Future
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,6 +22,8 @@ T = TypeVar("T")
 
 _LOGGER = logging.getLogger("concurrent.futures")
 _shielded = threading.local()
+_FINISHED = FINISHED
+_CANCELLED = (CANCELLED, CANCELLED_AND_NOTIFIED)
 
 
 def shield_callbacks() -> None:
@@ -81,7 +84,7 @@ class StarburstFuture(Future[T]):
         self.metadata = metadata
         # Set by the executor while the call sits in a batch queued for a worker: revokes that
         # batch (or learns that the worker has started it), so cancel() keeps its promise.
-        self._withdraw: Callable[[Callable[[], bool]], bool] | None = None
+        self._withdraw: Callable[[int, Callable[[], bool]], bool] | None = None
 
     def cancel(self) -> bool:
         """Cancel the call unless a worker has started it; return whether it is cancelled.
@@ -89,15 +92,21 @@ class StarburstFuture(Future[T]):
         A call waiting in the client, or in a batch queued for a worker that has not started
         it, is cancelled (its batch is revoked, so it never runs).
         """
+        if self._state == _FINISHED:
+            # Final, so reading it unlocked is safe; map() cancels every future it yields
+            # once more, which must not cost a lock.
+            return False
         withdraw = self._withdraw
         if withdraw is None:
             return super().cancel()
         # It cancels (through the callback) under its batch's lock, or says the call started.
-        return withdraw(super().cancel)
+        return withdraw(self.metadata.item_id, super().cancel)
 
     def _invoke_callbacks(self) -> None:
         # The stdlib logs an Exception and goes on, but lets SystemExit or KeyboardInterrupt
         # escape, which would end the thread that resolves every future of the executor.
+        if not self._done_callbacks:  # type: ignore[attr-defined]
+            return  # the common case, without a thread-local lookup per future
         if not getattr(_shielded, "on", False):
             super()._invoke_callbacks()  # type: ignore[misc]
             return
@@ -106,6 +115,11 @@ class StarburstFuture(Future[T]):
                 callback(self)
             except BaseException:
                 _LOGGER.exception("exception calling callback for %r", self)
+
+    def cancelled_now(self) -> bool:
+        """:meth:`cancelled` without taking the future's lock (a snapshot either way; the
+        manager checks thousands of futures at a time)."""
+        return self._state in _CANCELLED
 
     def __repr__(self) -> str:
         base = super().__repr__()

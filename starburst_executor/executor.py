@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import atexit
 import collections
-import gc
 import inspect
 import itertools
 import os
@@ -31,6 +30,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Executor, Future
 from typing import Any, Literal, TypeVar
 
+from . import _gc
 from ._future import CallMetadata, StarburstFuture
 from ._progress import ProgressBar
 from .config import Config, load_config
@@ -198,8 +198,12 @@ class FargateExecutor(Executor):
         end_time = None if timeout is None else timeout + time.monotonic()
         zipped = zip(*iterables)
         first = zipped if buffersize is None else itertools.islice(zipped, buffersize)
-        futures = collections.deque(
-            self._submit_many(fn, [(args, {}) for args in first], chunksize))
+        futures: collections.deque[StarburstFuture[T]] = collections.deque()
+        # In slices, so that workers start on the first calls while the rest are still being
+        # made into futures (as the stdlib's map, a failing iterable leaves those submitted).
+        no_kwargs: dict[str, Any] = {}
+        while calls := [(args, no_kwargs) for args in itertools.islice(first, _SUBMIT_SLICE)]:
+            futures.extend(self._submit_many(fn, calls, chunksize))
         executor_ref = weakref.ref(self)
 
         def result_iterator() -> Iterator[T]:
@@ -289,19 +293,11 @@ class FargateExecutor(Executor):
             first = intake.next_id
             intake.next_id += len(calls)
             futures: list[Any] = []
-            # Thousands of futures allocated at once trigger collections that traverse every
-            # object of the program, which costs more than the futures themselves.
-            pause_gc = len(calls) > 1000 and gc.isenabled()
-            if pause_gc:
-                gc.disable()
-            try:
+            with _gc.paused(len(calls) > 1000):  # see _gc
                 for item_id, (args, kwargs) in zip(itertools.count(first), calls):
                     future: StarburstFuture[Any] = StarburstFuture(CallMetadata(item_id, now))
                     intake.pending.append(WorkItem(item_id, future, fn, args, kwargs, chunksize))
                     futures.append(future)
-            finally:
-                if pause_gc:
-                    gc.enable()
             if intake.progress is not None:
                 intake.progress.add(len(calls))
             if self._manager is None:
@@ -342,6 +338,9 @@ class FargateExecutor(Executor):
     def __repr__(self) -> str:
         return (f"<FargateExecutor backend={self._config.backend} max_workers="
                 f"{self._max_workers} session={self._session_id}>")
+
+
+_SUBMIT_SLICE = 1000  # calls map() submits at a time
 
 
 def _wants_detached(settings: dict[str, Any]) -> bool:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from .. import _keys, payload
+from .. import _gc, _keys, payload
 from .._future import StarburstFuture
 from ..errors import PayloadTooLarge, SerializationError
 from ..planner import BatchPolicy, Estimates, next_batch_size, split_by_bytes
@@ -38,6 +38,8 @@ FUNCTION_REFRESH_SECONDS = 12 * 3600.0
 """Upload a function again before a batch that uses it once its last upload is this old: half
 of the shortest expiry ``starburst setup`` can set (1 day; S3 may expire objects up to a day
 late, never early)."""
+
+_NO_KWARGS: dict[str, Any] = {}  # shared by the calls whose arguments are pickled (never changed)
 
 # Where a batch's current attempt stands (``Batch.claim``); see ``engine.claims``.
 UNASSIGNED, ASSIGNED, CLAIMED, REVOKED = "unassigned", "assigned", "claimed", "revoked"
@@ -66,10 +68,10 @@ class Batch:
 
     def drop_cancelled(self) -> None:
         """Forget the calls cancelled while no worker could start them (call under ``lock``)."""
-        for item_id, future in list(self.futures.items()):
-            if item_id in self.withdrawn or future.cancelled():
-                del self.futures[item_id]
-                self.done_ids.add(item_id)
+        withdrawn = self.withdrawn
+        for item_id in [i for i, f in self.futures.items() if i in withdrawn or f.cancelled_now()]:
+            del self.futures[item_id]
+            self.done_ids.add(item_id)
 
     def count_loss(self, blameless: bool) -> None:
         """Count a lost attempt: against ``max_retries``, unless blameless and free ones remain."""
@@ -118,7 +120,8 @@ class Batcher:
             items = self._take_items(workers, limit)
             if not items:
                 return None
-            batch = self._upload(items)
+            with _gc.paused(len(items) > 1000):  # see _gc
+                batch = self._upload(items)
             if batch is not None:
                 return batch
 
@@ -148,7 +151,7 @@ class Batcher:
             self._estimate_bytes()
         with self._intake.lock:
             for queue in (self._carry, self._intake.pending):
-                while queue and queue[0].future.cancelled():
+                while queue and queue[0].future.cancelled_now():
                     queue.popleft()
             source = self._carry or self._intake.pending
             if not source:
@@ -170,7 +173,7 @@ class Batcher:
             while source and len(items) < size and source[0].chunksize == chunksize and \
                     source[0].fn is head.fn:
                 item = source.popleft()
-                if not item.future.cancelled():
+                if not item.future.cancelled_now():
                     items.append(item)
         return items
 
@@ -209,38 +212,22 @@ class Batcher:
 
     def _pickle_args(self, items: list[WorkItem]) -> list[WorkItem]:
         """Pickle the arguments of the calls not pickled yet; fail those that cannot travel."""
-        pickler = payload.ArgsPickler(self._max_size)
+        dumps = payload.ArgsPickler(self._max_size).dumps
         kept = []
         for item in items:
             if item.pickled is None:
                 try:
-                    item.pickled = pickler.dumps(item.item_id, item.args, item.kwargs)
+                    item.pickled = dumps(item.item_id, item.args, item.kwargs)
                 except (SerializationError, PayloadTooLarge) as exc:
                     self._intake.settle(item.future, False, exc)
                     continue
-            item.args, item.kwargs = (), {}  # the pickle is what travels now
+            item.args = ()  # the pickle is what travels now
+            item.kwargs = _NO_KWARGS
             kept.append(item)
         return kept
 
-    def _upload_functions(self, items: list[WorkItem]) -> tuple[list[str], list[payload.Call]]:
-        """Upload each new function once; return the digests and the calls of those that
-        pickled (calls of a function that cannot be pickled fail)."""
-        digests: list[str] = []
-        index_of: dict[int, int | SerializationError] = {}
-        calls: list[payload.Call] = []
-        for item in items:
-            index = index_of.get(id(item.fn))
-            if index is None:
-                index = index_of[id(item.fn)] = self._upload_function(item.fn, digests)
-            if isinstance(index, SerializationError):
-                self._intake.settle(item.future, False, index)
-                continue
-            assert item.pickled is not None
-            calls.append(payload.Call(item.item_id, index, item.pickled))
-        return digests, calls
-
-    def _upload_function(self, fn: Callable[..., Any], digests: list[str]
-                         ) -> int | SerializationError:
+    def _upload_function(self, fn: Callable[..., Any]) -> str | SerializationError:
+        """Upload ``fn`` unless uploaded lately; its digest, or why it cannot travel."""
         digest = self._digest(fn)
         if isinstance(digest, SerializationError):
             return digest
@@ -250,32 +237,36 @@ class Batcher:
             key = _keys.function_key(digest)
             self._store.put(key, payload.dump("function", pickled, key=key, secret=self._secret))
             self._uploaded[digest] = now
-        digests.append(digest)
-        return len(digests) - 1
+        return digest
 
     def _upload(self, items: list[WorkItem]) -> Batch | None:
         payload.register_local_modules()
+        digest = self._upload_function(items[0].fn)  # a batch calls one function
+        if isinstance(digest, SerializationError):
+            self._intake.settle_all([item.future for item in items], digest)
+            return None
         items = self._pickle_args(items)
         keep = split_by_bytes([len(item.pickled) if item.pickled else 0 for item in items],
                               self._policy.max_batch_bytes)
         for item in reversed(items[keep:]):
             self._carry.appendleft(item)
         del items[keep:]
-        digests, calls = self._upload_functions(items)
-        if not calls:
+        if not items:
             return None
         batch_id = f"b{self._next_batch:09d}"
         self._next_batch += 1
         key = _keys.batch_key(batch_id)
-        body = payload.Batch(batch_id, tuple(digests), tuple(calls)).encode(
-            key=key, secret=self._secret)
-        per_call = len(body) / len(calls)
+        futures = {}
+        pickles: list[Any] = []
+        for item in items:
+            futures[item.item_id] = item.future
+            item.future.metadata.batch_id = batch_id
+            pickles.append(item.pickled)
+        body = payload.Batch.encode_columns(batch_id, (digest,), list(futures),
+                                            [0] * len(items), pickles,
+                                            key=key, secret=self._secret)
+        per_call = len(body) / len(items)
         bpc = self._bytes_per_call
         self._bytes_per_call = per_call if bpc is None else 0.7 * bpc + 0.3 * per_call
         self._store.put(key, body)
-        future_of = {item.item_id: item.future for item in items}
-        futures = {call.item_id: future_of[call.item_id] for call in calls}
-        for future in futures.values():
-            future.metadata.batch_id = batch_id
-        return Batch(batch_id, futures,
-                     digest_of={call.item_id: digests[call.fn_index] for call in calls})
+        return Batch(batch_id, futures, digest_of=dict.fromkeys(futures, digest))

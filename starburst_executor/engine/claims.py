@@ -42,11 +42,13 @@ class Claims:
 
     def bind(self, batch: Batch) -> None:
         """Route ``cancel()`` of the batch's futures through :meth:`withdraw`."""
-        for item_id, future in batch.futures.items():
-            future._withdraw = functools.partial(self.withdraw, batch, item_id)
+        withdraw = functools.partial(self.withdraw, batch)
+        for future in batch.futures.values():
+            future._withdraw = withdraw
 
     def withdraw(self, batch: Batch, item_id: int, cancel: Callable[[], bool]) -> bool:
-        """``Future.cancel()`` of a call of ``batch``: revoke the batch unless it started."""
+        """``Future.cancel()`` of call ``item_id`` of ``batch``: revoke the batch unless it
+        started."""
         with batch.lock:
             if batch.claim == CLAIMED or batch.claimed_at:
                 return False  # started (a retried batch's calls stay RUNNING)

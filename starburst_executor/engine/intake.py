@@ -35,7 +35,7 @@ class WorkItem:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     chunksize: int | None = None
-    pickled: Chunks | None = None
+    pickled: bytes | Chunks | None = None
 
 
 class Intake:

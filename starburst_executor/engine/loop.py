@@ -48,8 +48,8 @@ from concurrent.futures import CancelledError
 from collections.abc import Callable
 from typing import Any
 
-from .. import _auth, _keys, _output, payload
-from .._future import CallMetadata, shield_callbacks
+from .. import _auth, _gc, _keys, _output, payload
+from .._future import shield_callbacks
 from ..config import Config
 from ..errors import (
     ExecutorBroken,
@@ -66,7 +66,7 @@ from .claims import Claims
 from .dispatch import Dispatcher
 from .intake import Intake
 from .ledger import Ledger, Usage
-from .results import ResultReader
+from .results import ResultReader, settle_records
 from .workers import Worker, Workers
 
 __all__ = ["Manager", "Settings"]
@@ -216,25 +216,19 @@ class Manager(threading.Thread):
                     raise error  # breaks the executor, as ProcessPoolExecutor's
                 if isinstance(error, IntegrityError):
                     self._batcher.forget_uploads()  # a function object may be bad: send anew
-                for item_id in list(batch.futures):
-                    self._resolve(batch, item_id, False, error, part, None)
-                continue
-            if record.item_id not in batch.futures:
-                continue  # already resolved by an earlier attempt
-            ok, value = payload.decode_result(record)
-            self._resolve(batch, record.item_id, ok, value, part, record)
+                for future in batch.futures.values():
+                    future.metadata.worker_id = part.worker_id
+                    future.metadata.attempts = batch.attempt
+                self._intake.settle_all(batch.futures.values(), error)
+                batch.futures.clear()
+                break
+        with _gc.paused(len(part.records) > 1000):  # see _gc
+            settle_records(batch, part, self._intake)
         if not batch.futures:
             self._complete(batch, part.worker_id)
         elif part.final and part.attempt == batch.attempt and batch.worker is not None:
             # The worker says it finished, yet calls are missing: treat the attempt as lost.
             self._batch_lost(batch, batch.worker, None, "finished without all its results")
-
-    def _resolve(self, batch: Batch, item_id: int, ok: bool, value: Any,
-                 part: payload.ResultPart, record: payload.ResultRecord | None) -> None:
-        future = batch.futures.pop(item_id)
-        batch.done_ids.add(item_id)
-        _note_result(future.metadata, item_id, batch.attempt, part, record)
-        self._intake.settle(future, ok, value)
 
     def _complete(self, batch: Batch, winner: str | None = None) -> None:
         self._dispatcher.complete(batch, winner)
@@ -418,18 +412,6 @@ class _SessionRecord:
         if self._written and time.monotonic() - self._last > _HEARTBEAT_SECONDS:
             self._store.put(_keys.SESSION, self._doc())
             self._last = time.monotonic()
-
-
-def _note_result(meta: CallMetadata, item_id: int, attempt: int, part: payload.ResultPart,
-                 record: payload.ResultRecord | None) -> None:
-    """Record where and when a call ran on its metadata, and show what it printed."""
-    meta.worker_id = part.worker_id
-    meta.attempts = attempt
-    if record is not None:
-        meta.started_at, meta.finished_at = record.started, record.finished
-        if record.output:  # written before the future resolves, so it reads in order
-            meta.output = record.output
-            _output.write_output(item_id, record.output)
 
 
 def _why_broken(exc: BaseException) -> tuple[str, ExecutorBroken]:

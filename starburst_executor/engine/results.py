@@ -1,12 +1,15 @@
-"""Reading the workers' results: one LIST of ``results/`` per poll, each new part read once."""
+"""Reading the workers' results: one LIST of ``results/`` per poll, each new part read once,
+and settling the futures its records answer."""
 
 from __future__ import annotations
 
-from .. import _keys, payload
+from .. import _gc, _keys, _output, payload
 from ..errors import SerializationError, StarburstError, StoreError
 from ..storage import ObjectStore
+from .batches import Batch
+from .intake import Intake
 
-__all__ = ["ResultReader"]
+__all__ = ["ResultReader", "settle_records"]
 
 
 class ResultReader:
@@ -44,7 +47,8 @@ class ResultReader:
         except StoreError as exc:
             return exc
         try:
-            part = payload.ResultPart.decode(data, key=key, secret=self._secret)
+            with _gc.paused(len(data) > 65536):  # thousands of records at once: see _gc
+                part = payload.ResultPart.decode(data, key=key, secret=self._secret)
         except SerializationError as exc:
             return exc
         except Exception as exc:  # authentic yet unreadable: a bug on one side, not a break
@@ -53,3 +57,32 @@ class ResultReader:
         if not isinstance(part, payload.ResultPart):
             return SerializationError(f"result part {key!r} holds a {type(part).__name__}")
         return part
+
+
+def settle_records(batch: Batch, part: payload.ResultPart, intake: Intake) -> None:
+    """Resolve each future of ``batch`` that a record of ``part`` answers, with where and when
+    its call ran on its metadata, and show what it printed.
+
+    Records of calls resolved already (by an earlier attempt) and whole-batch records are
+    passed over.  One loop for thousands of quick calls: this is the client's cost per result.
+    """
+    futures, done = batch.futures, batch.done_ids
+    worker_id, attempt = part.worker_id, batch.attempt
+    decode, settle = payload.decode_result, intake.settle
+    for record in part.records:
+        item_id = record.item_id
+        future = futures.pop(item_id, None)
+        if future is None:
+            continue
+        done.add(item_id)
+        meta = future.metadata
+        meta.worker_id = worker_id
+        meta.attempts = attempt
+        meta.started_at, meta.finished_at = record.started, record.finished
+        if record.output:  # written before the future resolves, so it reads in order
+            meta.output = record.output
+            _output.write_output(item_id, record.output)
+        if record.atom:
+            settle(future, True, record.value)
+        else:
+            settle(future, *decode(record))
