@@ -88,30 +88,34 @@ def size_of(data: Buffer | Chunks) -> int:
     return data.size if isinstance(data, Chunks) else memoryview(data).nbytes
 
 
+_JOIN_BELOW = 16 * 1024  # parts this small are joined: copying them is cheaper than keeping them
+
+
 def concat(values: Iterable[Buffer | Chunks]) -> tuple[Chunks, list[int]]:
     """``values`` one after the other as one :class:`Chunks`, and the size of each.
 
-    ``bytes`` in a row are joined (thousands of small pickles become one buffer, so signing,
-    storing and reading them costs one step, not thousands); other buffers and the parts of
-    :class:`Chunks` (large values) are kept by reference.
+    Small ``bytes`` in a row are joined (thousands of small pickles become one buffer, so
+    signing, storing and reading them costs one step, not thousands); larger buffers, such as
+    the frames of a large pickle or a large ``bytes`` it holds, are kept by reference.
     """
     parts: list[Buffer] = []
     sizes: list[int] = []
     run: list[bytes] = []
     for value in values:
-        if type(value) is bytes:
+        if type(value) is bytes and len(value) < _JOIN_BELOW:
             run.append(value)
             sizes.append(len(value))
             continue
-        if run:
-            parts.append(b"".join(run))
-            run = []
-        if isinstance(value, Chunks):
-            parts.extend(value.parts)
-            sizes.append(value.size)
-        else:
-            parts.append(value)
-            sizes.append(memoryview(value).nbytes)
+        pieces = value.parts if isinstance(value, Chunks) else [value]
+        sizes.append(value.size if isinstance(value, Chunks) else memoryview(value).nbytes)
+        for piece in pieces:
+            if type(piece) is bytes and len(piece) < _JOIN_BELOW:
+                run.append(piece)
+                continue
+            if run:
+                parts.append(b"".join(run))
+                run = []
+            parts.append(piece)
     if run:
         parts.append(b"".join(run))
     return Chunks(parts, sum(sizes)), sizes

@@ -82,3 +82,17 @@ def test_map_rejects_a_bad_buffersize(buffersize: Any) -> None:
     with FargateExecutor(max_workers=1, backend="local") as executor:
         with pytest.raises(ValueError, match="buffersize"):
             executor.map(_square, range(3), buffersize=buffersize)
+
+
+def _failing_input(n: int) -> Iterator[int]:
+    yield from range(n)
+    raise LookupError("the input broke")
+
+
+@pytest.mark.parametrize("kind", MAKERS)
+def test_an_input_that_fails_midway_fails_map_and_the_executor_goes_on(kind: str) -> None:
+    # map() submits a long input in slices: the error still reaches the caller of map().
+    with MAKERS[kind]() as executor:
+        with pytest.raises(LookupError, match="the input broke"):
+            executor.map(_square, _failing_input(2500))
+        assert list(executor.map(_square, range(2500))) == [x * x for x in range(2500)]

@@ -47,7 +47,9 @@ def test_a_handler_made_in_one_call_feeds_the_next_calls_capture() -> None:
         root.handlers[:] = handlers
         root.setLevel(level)
     assert first.output() == (("stderr", "INFO:first\n"),)
-    assert capture.call().output() == ()  # a call that writes nothing has no output
+    with capture, capture.call() as quiet:
+        pass
+    assert quiet.output() == () and capture.current is None  # no buffer was made for it
     assert second.output() == (("stderr", "INFO:second\n"),)
 
 

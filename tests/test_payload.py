@@ -8,8 +8,9 @@ import threading
 import cloudpickle
 import pytest
 
-from starburst_executor import _auth, payload
+from starburst_executor import _auth, _chunks, payload
 from starburst_executor.errors import (
+    ArgumentsTooLarge,
     IntegrityError,
     PayloadVersionError,
     RemoteError,
@@ -217,3 +218,30 @@ def test_args_pickler_recovers_after_a_failure() -> None:
     with pytest.raises(SerializationError):
         pickler.dumps(0, (threading.Lock(),), {})
     assert pickle.loads(bytes(pickler.dumps(1, (5,), {}))) == ((5,), {})
+
+
+def test_plain_arguments_take_the_c_pickler_and_read_back_the_same() -> None:
+    pickler = payload.ArgsPickler()
+    plain = pickler.dumps(0, (1, 2.5, "s", b"b", None, True), {})
+    assert isinstance(plain, bytes)
+    assert pickle.loads(plain) == ((1, 2.5, "s", b"b", None, True), {})
+    local = pickler.dumps(1, (lambda x: x,), {})  # needs cloudpickle: by value
+    assert not isinstance(local, bytes)
+    args, _ = pickle.loads(bytes(local))
+    assert args[0](3) == 3
+    assert pickle.loads(bytes(pickler.dumps(2, (1,), {"k": 2}))) == ((1,), {"k": 2})
+    with pytest.raises(ArgumentsTooLarge):
+        payload.ArgsPickler(limit=100).dumps(3, ("x" * 1000,), {})
+
+
+def test_batch_columns_that_do_not_match_are_refused() -> None:
+    body = _chunks.pack(("b1", ["digest"], b"\0" * 16, b"\0" * 16, b"\0" * 8,
+                         _chunks.Chunks([b"x"])))
+    data = bytes(payload.dump_chunks("batch", body, key="b", secret=S))
+    with pytest.raises(pickle.UnpicklingError):
+        payload.Batch.decode(data, key="b", secret=S)
+    body = _chunks.pack(("b1", ["digest"], b"\0" * 8, (5).to_bytes(8, "little"),
+                         (1).to_bytes(8, "little"), _chunks.Chunks([b"x"])))
+    data = bytes(payload.dump_chunks("batch", body, key="b", secret=S))
+    with pytest.raises(pickle.UnpicklingError):  # a function index past the digests
+        payload.Batch.decode(data, key="b", secret=S)

@@ -152,3 +152,13 @@ def test_arguments_that_cannot_be_unpickled_fail_their_call_only(store: MemorySt
     ok, error = results[1]
     assert not ok and isinstance(error, SerializationError)
     assert "arguments of call 1 could not be unpickled on worker w1" in str(error)
+
+
+def test_a_long_batch_of_quick_calls_is_written_in_parts_of_2000(store: MemoryStore) -> None:
+    _put_batch(store, "b1", lambda x: x + 1, [(i, (i,)) for i in range(4500)])
+    _assign(store, "w1", 0, "b1")
+    Worker(store, "w1", secret=SECRET, idle_timeout=0.1, flush_interval=3600).run()
+    parts = [read_part(store, key) for key in sorted(store.list(_keys.RESULTS_PREFIX))]
+    assert [len(p.records) for p in parts] == [2000, 2000, 500]
+    assert [p.final for p in parts] == [False, False, True]
+    assert _results(store) == {i: (True, i + 1) for i in range(4500)}
