@@ -48,7 +48,7 @@ from concurrent.futures import CancelledError
 from collections.abc import Callable
 from typing import Any
 
-from .. import _auth, _gc, _keys, _output, payload
+from .. import _auth, _gc, _keys, payload
 from .._future import shield_callbacks
 from ..config import Config
 from ..errors import (
