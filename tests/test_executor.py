@@ -94,5 +94,5 @@ def test_an_input_that_fails_midway_fails_map_and_the_executor_goes_on(kind: str
     # map() submits a long input in slices: the error still reaches the caller of map().
     with MAKERS[kind]() as executor:
         with pytest.raises(LookupError, match="the input broke"):
-            executor.map(_square, _failing_input(2500))
+            executor.map(_square, _failing_input(12_500))
         assert list(executor.map(_square, range(2500))) == [x * x for x in range(2500)]
