@@ -139,14 +139,17 @@ def _pickle_any(obj: Any) -> bytes:
         return _pickling.dumps(obj, PROTOCOL)
 
 
-_ATOMS = frozenset({int, float, bool, complex, type(None)})
+_ATOMS = frozenset({float, bool, complex, type(None)})
 _SMALL = 1 << 16  # a str or bytes this long pickles in one piece without a second thought
 
 
 def is_small_atom(value: Any) -> bool:
     """Whether the stdlib pickler writes ``value`` exactly as cloudpickle would, in a few
-    bytes: a number, ``None`` or a short ``str``/``bytes``."""
+    bytes: an ``int`` of at most 64 bits, another number, ``None`` or a short ``str``/``bytes``
+    (immutable, so it may be pickled later than it was made)."""
     kind = type(value)
+    if kind is int:
+        return bool(value.bit_length() <= 64)
     return kind in _ATOMS or ((kind is str or kind is bytes) and len(value) < _SMALL)
 
 

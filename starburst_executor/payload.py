@@ -6,10 +6,12 @@ Records, each a dataclass with the code that writes and reads it:
 
 * :class:`Batch` (kind ``batch``): the batch id, its functions' digests and its :class:`Call` s.
   On the wire a plain tuple ``(batch_id, [digest, ...], item ids, function indexes, sizes,
-  args)`` packed by ``_chunks.pack``: the numbers as packed little-endian columns, ``args``
-  every call's own cloudpickled ``(args, kwargs)`` one after the other, out of band.  Each call
-  is pickled once, on its own, so its size is known before the batch is cut and one call that
-  cannot be read fails that call only.
+  args, plain)`` packed by ``_chunks.pack``: the numbers as packed little-endian columns,
+  ``args`` every call's own cloudpickled ``(args, kwargs)`` one after the other, out of band.
+  Each call is pickled once, on its own, so its size is known before the batch is cut and one
+  call that cannot be read fails that call only; but calls whose arguments are only numbers,
+  ``None`` and short strings (size -1) travel in the one list ``plain``: nothing of theirs can
+  fail to unpickle.
 * a *function* body: the cloudpickled callable, stored once per content hash.
 * :class:`Assignment`: a worker's next order (run this batch's attempt, or stop), a small JSON
   body, so a worker reads it without unpickling anything (framed and authenticated too).
@@ -66,6 +68,7 @@ __all__ = [
     "Batch",
     "Assignment",
     "ArgsPickler",
+    "PlainArgs",
     "pickle_args",
     "dump",
     "dump_chunks",
@@ -116,16 +119,22 @@ class ArgsPickler:
         self._pickler = _pickling.Pickler(self._buffer, PROTOCOL)
 
     def dumps(self, item_id: int, args: tuple[Any, ...], kwargs: dict[str, Any]
-              ) -> bytes | _chunks.Chunks:
-        """Pickle one call's arguments; a failure names the argument that cannot travel."""
-        if not kwargs:  # the common quick call: a few numbers or short strings
+              ) -> bytes | _chunks.Chunks | PlainArgs:
+        """Pickle one call's arguments; a failure names the argument that cannot travel.
+
+        Arguments that are all numbers, ``None`` or short strings are not pickled here: they
+        travel as :class:`PlainArgs`, in one list with the batch's others.
+        """
+        if not kwargs:  # the common quick call
+            size = 16
             for arg in args:
                 if not is_small_atom(arg):
                     break
+                size += 4 * len(arg) + 9 if type(arg) is str else \
+                    len(arg) + 9 if type(arg) is bytes else 9
             else:
-                data = pickle.dumps((args, kwargs), PROTOCOL)
-                if self._limit is None or len(data) <= self._limit:
-                    return data
+                if self._limit is None or size <= self._limit:
+                    return PlainArgs(args, size)
         self._pickler.clear_memo()
         try:
             self._pickler.dump((args, kwargs))
@@ -143,8 +152,22 @@ class ArgsPickler:
         return self._buffer.chunks()
 
 
+class PlainArgs:
+    """A call's positional arguments that need no pickle of their own: numbers, ``None`` and
+    short strings or bytes, which cannot fail to unpickle.  ``len()`` is at least their pickled
+    size (what cuts batches and enforces ``max_result_size``)."""
+
+    __slots__ = ("args", "size")
+
+    def __init__(self, args: tuple[Any, ...], size: int) -> None:
+        self.args, self.size = args, size
+
+    def __len__(self) -> int:
+        return self.size
+
+
 def pickle_args(item_id: int, args: tuple[Any, ...], kwargs: dict[str, Any],
-                limit: int | None = None) -> bytes | _chunks.Chunks:
+                limit: int | None = None) -> bytes | _chunks.Chunks | PlainArgs:
     """cloudpickle one call's arguments (see :class:`ArgsPickler`)."""
     return ArgsPickler(limit).dumps(item_id, args, kwargs)
 
@@ -176,15 +199,20 @@ class Call:
     """One call as it travels: its id, the index of its function in the batch, its arguments.
 
     ``args`` is the cloudpickled ``(args, kwargs)`` (:class:`ArgsPickler`): chunks when
-    written, a memoryview into the batch's object once read.
+    written, a memoryview into the batch's object once read; or the positional arguments
+    themselves when they are plain (:class:`PlainArgs` when written, a tuple once read).
     """
 
     item_id: int
     fn_index: int
-    args: bytes | memoryview | _chunks.Chunks
+    args: bytes | memoryview | _chunks.Chunks | PlainArgs | tuple[Any, ...]
 
     def arguments(self) -> tuple[tuple[Any, ...], dict[str, Any]]:
         """Unpickle ``(args, kwargs)`` (on the worker)."""
+        if isinstance(self.args, tuple):
+            return self.args, {}
+        if isinstance(self.args, PlainArgs):
+            return self.args.args, {}
         args, kwargs = pickle.loads(_chunks.joined(self.args))
         return args, kwargs
 
@@ -207,13 +235,27 @@ class Batch:
 
     @staticmethod
     def encode_columns(batch_id: str, digests: tuple[str, ...], item_ids: list[int],
-                       fn_indexes: list[int], args: list[bytes | memoryview | _chunks.Chunks],
-                       *, key: str, secret: bytes) -> _chunks.Chunks:
-        """:meth:`encode` of a batch given as columns, without a :class:`Call` per call."""
+                       fn_indexes: list[int], args: list[Any], *, key: str,
+                       secret: bytes) -> _chunks.Chunks:
+        """:meth:`encode` of a batch given as columns, without a :class:`Call` per call.
+
+        ``args``: each call's pickle (bytes, chunks) or :class:`PlainArgs` (or the tuple it
+        becomes when read); a plain call's size is written as -1 and its arguments go into one
+        list, pickled with the columns.
+        """
         n = len(item_ids)
-        values, sizes = _chunks.concat(args)
+        plain = [a.args if type(a) is PlainArgs else a for a in args
+                 if type(a) is PlainArgs or type(a) is tuple]  # a tuple: as read by decode()
+        if plain:
+            values, pickled_sizes = _chunks.concat(
+                [a for a in args if type(a) is not PlainArgs and type(a) is not tuple])
+            sized = iter(pickled_sizes).__next__
+            sizes = [-1 if type(a) is PlainArgs or type(a) is tuple else sized() for a in args]
+        else:
+            values, sizes = _chunks.concat(args)
         columns = (batch_id, list(digests), struct.pack(f"<{n}q", *item_ids),
-                   struct.pack(f"<{n}q", *fn_indexes), struct.pack(f"<{n}q", *sizes), values)
+                   struct.pack(f"<{n}q", *fn_indexes), struct.pack(f"<{n}q", *sizes), values,
+                   plain)
         return dump_chunks("batch", _chunks.pack(columns), key=key, secret=secret)
 
     @classmethod
@@ -221,13 +263,17 @@ class Batch:
         """Check ``data`` read from ``key`` and read the batch (call arguments stay pickled,
         as memoryviews into ``data``)."""
         body = open_frame(data, "batch", key=key, secret=secret)
-        batch_id, digests, ids, fns, sizes, args = _chunks.unpack(body)
+        batch_id, digests, ids, fns, sizes, args, plain = _chunks.unpack(body)
         n = len(ids) // 8
         ids, fns, sizes = numbers("q", ids, n), numbers("q", fns, n), numbers("q", sizes, n)
-        if sum(sizes) != len(args) or any(not 0 <= f < len(digests) for f in fns):
+        if sum(s for s in sizes if s > 0) != len(args) or sizes.count(-1) != len(plain) or \
+                any(s < -1 for s in sizes) or any(not 0 <= f < len(digests) for f in fns):
             raise pickle.UnpicklingError("batch columns do not match")
-        calls, offset = [], 0
+        calls, offset, next_plain = [], 0, iter(plain).__next__
         for item_id, fn_index, size in zip(ids, fns, sizes):
+            if size == -1:
+                calls.append(Call(item_id, fn_index, tuple(next_plain())))
+                continue
             calls.append(Call(item_id, fn_index, args[offset:offset + size]))
             offset += size
         return cls(batch_id, tuple(digests), tuple(calls))

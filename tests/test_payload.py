@@ -217,31 +217,39 @@ def test_args_pickler_recovers_after_a_failure() -> None:
     pickler = payload.ArgsPickler()
     with pytest.raises(SerializationError):
         pickler.dumps(0, (threading.Lock(),), {})
-    assert pickle.loads(bytes(pickler.dumps(1, (5,), {}))) == ((5,), {})
+    assert pickle.loads(bytes(pickler.dumps(1, ([5],), {}))) == (([5],), {})  # type: ignore[arg-type]
 
 
-def test_plain_arguments_take_the_c_pickler_and_read_back_the_same() -> None:
+def test_plain_arguments_travel_in_one_list_and_others_on_their_own() -> None:
     pickler = payload.ArgsPickler()
     plain = pickler.dumps(0, (1, 2.5, "s", b"b", None, True), {})
-    assert isinstance(plain, bytes)
-    assert pickle.loads(plain) == ((1, 2.5, "s", b"b", None, True), {})
+    assert isinstance(plain, payload.PlainArgs) and len(plain) >= 6 * 9
+    assert not isinstance(pickler.dumps(9, (2 ** 100,), {}), payload.PlainArgs)  # a big int
+    assert not isinstance(pickler.dumps(9, ("s" * 70_000,), {}), payload.PlainArgs)
     local = pickler.dumps(1, (lambda x: x,), {})  # needs cloudpickle: by value
     assert not isinstance(local, bytes)
     args, _ = pickle.loads(bytes(local))
     assert args[0](3) == 3
-    assert pickle.loads(bytes(pickler.dumps(2, (1,), {"k": 2}))) == ((1,), {"k": 2})
+    keyword = pickler.dumps(2, (1,), {"k": 2})
+    assert pickle.loads(bytes(keyword)) == ((1,), {"k": 2})  # type: ignore[arg-type]
     with pytest.raises(ArgumentsTooLarge):
         payload.ArgsPickler(limit=100).dumps(3, ("x" * 1000,), {})
+    calls = tuple(payload.Call(i, 0, a) for i, a in enumerate((plain, local, keyword)))
+    batch = payload.Batch("b1", ("digest",), calls)
+    read = payload.Batch.decode(bytes(batch.encode(key="b", secret=S)), key="b", secret=S)
+    assert read.calls[0].arguments() == ((1, 2.5, "s", b"b", None, True), {})
+    assert read.calls[1].arguments()[0][0](4) == 4
+    assert read.calls[2].arguments() == ((1,), {"k": 2})
 
 
 def test_batch_columns_that_do_not_match_are_refused() -> None:
     body = _chunks.pack(("b1", ["digest"], b"\0" * 16, b"\0" * 16, b"\0" * 8,
-                         _chunks.Chunks([b"x"])))
+                         _chunks.Chunks([b"x"]), []))
     data = bytes(payload.dump_chunks("batch", body, key="b", secret=S))
     with pytest.raises(pickle.UnpicklingError):
         payload.Batch.decode(data, key="b", secret=S)
     body = _chunks.pack(("b1", ["digest"], b"\0" * 8, (5).to_bytes(8, "little"),
-                         (1).to_bytes(8, "little"), _chunks.Chunks([b"x"])))
+                         (1).to_bytes(8, "little"), _chunks.Chunks([b"x"]), []))
     data = bytes(payload.dump_chunks("batch", body, key="b", secret=S))
     with pytest.raises(pickle.UnpicklingError):  # a function index past the digests
         payload.Batch.decode(data, key="b", secret=S)

@@ -14,6 +14,7 @@ from concurrent.futures import InvalidStateError
 from typing import Any
 
 from .._chunks import Chunks
+from ..payload import PlainArgs
 from .._future import StarburstFuture
 from .._progress import ProgressBar
 from ..errors import ExecutorBroken
@@ -35,7 +36,7 @@ class WorkItem:
     args: tuple[Any, ...]
     kwargs: dict[str, Any]
     chunksize: int | None = None
-    pickled: bytes | Chunks | None = None
+    pickled: bytes | Chunks | PlainArgs | None = None
 
 
 class Intake:
