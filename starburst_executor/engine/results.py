@@ -47,7 +47,7 @@ class ResultReader:
         except StoreError as exc:
             return exc
         try:
-            with _gc.paused(len(data) > 65536):  # thousands of records at once: see _gc
+            with _gc.paused(len(data) > 8192):  # maybe thousands of records: see _gc
                 part = payload.ResultPart.decode(data, key=key, secret=self._secret)
         except SerializationError as exc:
             return exc
