@@ -120,7 +120,7 @@ def run(scale: float, workers: int, calls: int, items: int) -> dict[str, object]
         seconds = round(time.monotonic() - started, 2)
         fargate.wait_stopped(60)
         counts = _requests(fargate)
-        s3_ecs = counts["s3_ecs"]
+        s3_ecs = int(counts["s3_ecs"])  # type: ignore[call-overload]
         report["requests"] = {"items": items, "seconds": seconds,
                               "per_item": round(s3_ecs / items, 5),
                               "batches": ex.usage().batches, "tasks": ex.usage().tasks_launched,
@@ -164,7 +164,7 @@ def main() -> int:
         for name in (*BOUNDS, "requests"):
             r = report[name]
             print(f"  {name}: {r['s3_ecs']} S3+ECS requests, workers {r['workers']}, client "  # type: ignore[index]
-                  f"{r['s3_ecs'] - r['workers']}; by operation (all / client):")  # type: ignore[index,operator]
+                  f"{r['s3_ecs'] - r['workers']}; by operation (all / client):")  # type: ignore[index]
             for op, (n, c) in r["by_operation"].items():  # type: ignore[index]
                 print(f"      {op:24s} {n:6d} {c:6d}")
     return 0 if all(ok.values()) else 1
