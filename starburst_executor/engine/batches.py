@@ -6,7 +6,9 @@ calls cut off wait in ``carry`` with their pickle for the next batch.  A functio
 once per content hash, and again when its upload is older than ``FUNCTION_REFRESH_SECONDS`` (a
 session may outlive the bucket's expiry rule, which deletes session objects after days); a batch
 is one object.  Once its object is written, nothing of a batch
-but its futures stays in client memory.
+but its futures stays in client memory.  A batch of at most ``inline_max`` bytes is not written
+at all: it travels inside each of its assignments (``payload.Assignment.batch``), and its
+object stays in client memory until the batch is done (for its retries and reruns).
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class Batch:
     seen_attempt: int = 0  # the last attempt results were seen of
     withdrawn: set[int] = dataclasses.field(default_factory=set)  # cancel() let go of them
     lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
+    body: bytes = b""  # its object, when it travels inline (never written to the store)
 
     def drop_cancelled(self) -> None:
         """Forget the calls cancelled while no worker could start them (call under ``lock``)."""
@@ -100,6 +103,7 @@ class Batcher:
         self._functions: dict[int, tuple[Callable[..., Any], str | SerializationError]] = {}
         self._pickled: dict[str, bytes] = {}  # digests pickled but not uploaded yet
         self._next_batch = 0
+        self.inline_max = 0  # batches this small travel inside their assignment (not stored)
 
     @property
     def carried(self) -> int:
@@ -272,10 +276,13 @@ class Batcher:
         per_call = len(body) / len(calls)
         bpc = self._bytes_per_call
         self._bytes_per_call = per_call if bpc is None else 0.7 * bpc + 0.3 * per_call
-        self._store.put(key, body)
+        inline = bytes(body) if len(body) <= self.inline_max else b""
+        if not inline:
+            self._store.put(key, body)
         future_of = {item.item_id: item.future for item in items}
         futures = {call.item_id: future_of[call.item_id] for call in calls}
         for future in futures.values():
             future.metadata.batch_id = batch_id
         return Batch(batch_id, futures,
-                     digest_of={call.item_id: digests[call.fn_index] for call in calls})
+                     digest_of={call.item_id: digests[call.fn_index] for call in calls},
+                     body=inline)

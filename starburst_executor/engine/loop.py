@@ -72,6 +72,9 @@ from .workers import Worker, Workers
 __all__ = ["Manager", "Settings"]
 
 _HEARTBEAT_SECONDS = 60.0
+# A batch this small travels inside its assignment: one PUT and one GET fewer per batch, where
+# requests are billed (a local store keeps every batch as its own object).
+_INLINE_BATCH_BYTES = {"fargate": 64 * 1024}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,6 +116,7 @@ class Manager(threading.Thread):
         self._config = settings.config
         self._batcher = Batcher(intake, store, settings.policy, secret=settings.secret,
                                 max_size=settings.config.max_result_size)
+        self._batcher.inline_max = _INLINE_BATCH_BYTES.get(settings.config.backend, 0)
         self._workers = Workers(store, launcher, settings.config, settings.max_workers, ledger,
                                 secret=settings.secret)
         self._workers.initializer = settings.initializer

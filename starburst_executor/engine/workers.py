@@ -177,7 +177,8 @@ class Workers:
             batch.assigned_at = time.monotonic()
             batch.claim = CLAIMED if rerun else ASSIGNED
             batch.queued = worker.batch is not None
-            order = payload.Assignment(batch.batch_id, batch.attempt, frozenset(batch.done_ids))
+            order = payload.Assignment(batch.batch_id, batch.attempt, frozenset(batch.done_ids),
+                                       batch=batch.body)
             key = _keys.assign_key(worker.worker_id, worker.seq)
             self._store.put(key, order.encode(key=key, secret=self._secret))
         worker.seq += 1
