@@ -117,6 +117,9 @@ class Manager(threading.Thread):
         self._batcher = Batcher(intake, store, settings.policy, secret=settings.secret,
                                 max_size=settings.config.max_result_size)
         self._batcher.inline_max = _INLINE_BATCH_BYTES.get(settings.config.backend, 0)
+        # A worker running nothing looks for work at best every poll_min: a hand-off's least.
+        self._batcher.estimates.handoff = max(settings.policy.overhead_seconds,
+                                              launcher.poll_interval[0])
         self._workers = Workers(store, launcher, settings.config, settings.max_workers, ledger,
                                 secret=settings.secret)
         self._workers.initializer = settings.initializer
@@ -154,7 +157,8 @@ class Manager(threading.Thread):
             if self._intake.terminate_reason is not None:
                 self._terminate(self._intake.terminate_reason)
                 return
-            progress = self._collect()
+            # No LIST of results while every worker with a batch is still starting.
+            progress = self._collect() if self._workers.any_started() else False
             progress |= self._watch()
             progress |= self._dispatch()
             self._guard_cost()

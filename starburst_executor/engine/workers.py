@@ -36,6 +36,7 @@ class Worker:
     batch: Batch | None = None  # the one it runs (or is about to claim)
     queued: Batch | None = None  # at most one behind it, revocable until claimed
     warm: bool = False  # it has sent results, so it is running
+    started: bool = False  # seen RUNNING (or STOPPED): it may have claimed or written by now
     idle_since: float | None = None
     stop_reason: str | None = None
     calls_left: int | None = None  # before max_tasks_per_child retires it (None: no limit)
@@ -203,9 +204,15 @@ class Workers:
                 worker.idle_since = time.monotonic()
 
     def unclaimed(self) -> list[Batch]:
-        """The batches workers should be running by now but have not been seen to claim."""
+        """The batches workers should be running by now but have not been seen to claim (a
+        worker still starting claims nothing: no LIST for it)."""
         return [w.batch for w in self._workers.values()
-                if w.batch is not None and w.batch.claim == ASSIGNED]
+                if w.batch is not None and w.batch.claim == ASSIGNED and (w.started or w.warm)]
+
+    def any_started(self) -> bool:
+        """Whether a worker with a batch may have written results: until one was seen
+        RUNNING, looking for results (a LIST each turn, through a cold start) finds none."""
+        return any(w.started or w.warm for w in self._workers.values() if w.batch is not None)
 
     # -- watch and stop ---------------------------------------------------------------------
 
@@ -221,6 +228,7 @@ class Workers:
         start_timeout, task_timeout = self._config.start_timeout, self._config.task_timeout
         stopped: list[tuple[Worker, TaskState]] = []
         for worker, state in zip(watched, states):
+            worker.started = worker.started or state.phase is not TaskPhase.PENDING
             if state.phase is TaskPhase.STOPPED:
                 stopped.append((worker, state))
             elif state.phase is TaskPhase.PENDING and not worker.warm:
