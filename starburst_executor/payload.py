@@ -469,9 +469,8 @@ class Assignment:
     """A worker's next order: run ``attempt`` of a batch without the calls in ``skip``, or stop.
 
     A JSON body on the wire (``{"batch": id, "attempt": n, "skip": [...]}`` or
-    ``{"stop": true}``), framed and authenticated like every other object.  A small batch
-    travels inside its assignment (``batch``: its object as it would be stored under
-    ``batches/<id>``, signed for that key, after a newline), which saves a PUT and a GET.
+    ``{"stop": true}``), framed and authenticated like every other object; then, for a small
+    batch sent inline, a newline and ``batch``: its object as stored under ``batches/<id>``.
     """
 
     batch_id: str = ""
@@ -486,8 +485,7 @@ class Assignment:
         else:
             body = json.dumps({"batch": self.batch_id, "attempt": self.attempt,
                                "skip": sorted(self.skip)}).encode()
-            if self.batch:
-                body = b"\n".join((body, self.batch))  # json.dumps writes no raw newline
+            body = b"\n".join((body, self.batch)) if self.batch else body  # JSON has no \n
         return dump("assign", body, key=key, secret=secret)
 
     @classmethod

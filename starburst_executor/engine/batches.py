@@ -164,7 +164,8 @@ class Batcher:
         with self._intake.lock:
             chunksize = head.chunksize
             size = next_batch_size(len(source), workers, self._policy, chunksize=chunksize,
-                                   seconds_per_call=spc, overhead=self.estimates.overhead)
+                                   seconds_per_call=spc, overhead=self.estimates.overhead,
+                                   handoff=self.estimates.handoff)
             if self._bytes_per_call and chunksize is None:
                 fit = int(self._policy.max_batch_bytes / self._bytes_per_call)
                 size = max(1, min(size, fit))

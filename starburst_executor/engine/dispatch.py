@@ -206,4 +206,8 @@ class Dispatcher:
             gap = min(r.started for r in records) - worker.last_end
             if gap >= 0:
                 self._batcher.estimates.observe_overhead(gap)
+        elif first and worker.last_end is not None and batch.other is None:
+            # Handed to a warm worker running nothing (not its first batch: no boot in it).
+            work = sum(r.finished - r.started for r in records)
+            self._batcher.estimates.observe_handoff(time.monotonic() - batch.assigned_at - work)
         worker.last_end = max(r.finished for r in records)
