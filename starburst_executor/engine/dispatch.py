@@ -5,8 +5,9 @@ Each turn of the manager, in order:
 * a free worker (no batch) gets the next batch: a retry first, else one formed from the
   pending calls, sized from the estimates of its function (``planner``);
 * while calls still wait and no more workers may start, a worker whose batch has started
-  gets one more queued behind it, so it goes on without waiting for the client (it stays
-  revocable until claimed);
+  (or that runs, and whose batch's calls have measured durations) gets one more queued
+  behind it, so it goes on without waiting for the client (it stays revocable until claimed),
+  of at most its even share of the calls left (so the workers finish together);
 * with nothing left to form, an idle worker takes over a batch queued behind a busy one (the
   claim decides: revoked first, or already started), else, with ``rerun_stragglers``, a
   second copy of a batch running well past its estimate: the first result of each call wins,
@@ -16,7 +17,9 @@ Each turn of the manager, in order:
 from __future__ import annotations
 
 import collections
+import math
 import time
+from collections.abc import Callable
 
 from .. import payload
 from ..planner import BatchPolicy, is_straggler
@@ -41,6 +44,7 @@ class Dispatcher:
         self._rerun_stragglers = rerun_stragglers
         self.inflight: dict[str, Batch] = {}
         self.retry: collections.deque[Batch] = collections.deque()
+        self.waiting: Callable[[], int] = lambda: 0  # calls not in a batch yet (the manager's)
 
     # -- giving out batches -----------------------------------------------------------------
 
@@ -58,16 +62,35 @@ class Dispatcher:
                 progress = True
         for worker in workers if may_queue else ():
             head = worker.batch
-            if head is not None and head.claim == CLAIMED and worker.queued is None:
-                if not self.assign_next(worker):
+            if head is not None and worker.queued is None and (
+                    head.claim == CLAIMED or worker.started and self._timed(head)):
+                if not self.assign_next(worker, self._even_share(worker)):
                     break
                 progress = True
         return progress
 
-    def assign_next(self, worker: Worker) -> bool:
-        """Give ``worker`` the next batch, if there is one (never past its last call of
-        ``max_tasks_per_child``)."""
+    def _even_share(self, worker: Worker) -> int:
+        """The most calls ``worker`` may take behind what it holds, so that the workers finish
+        together: its share of every unfinished call, less the calls it holds already."""
+        def held(w: Worker) -> int:
+            return sum(len(b.futures) for b in (w.batch, w.queued) if b is not None)
+
+        total = sum(held(w) for w in self._workers.live()) + self.waiting()
+        share = math.ceil(total / max(1, self._workers.share))
+        return max(1, share - held(worker))
+
+    def _timed(self, batch: Batch) -> bool:
+        """Whether every call of ``batch`` has a measured duration: then a batch may be queued
+        behind it before its claim is seen (its worker runs), so no gap opens between them."""
+        estimates = self._batcher.estimates
+        return all(estimates.seconds_per_call(d) is not None for d in batch.digest_of.values())
+
+    def assign_next(self, worker: Worker, most: int | None = None) -> bool:
+        """Give ``worker`` the next batch, if there is one, of at most ``most`` calls (never
+        past its last call of ``max_tasks_per_child``)."""
         limit = worker.calls_left
+        if most is not None:
+            limit = most if limit is None else min(limit, most)
         if limit == 0:
             return False
         while True:
@@ -143,6 +166,29 @@ class Dispatcher:
                 return batch
         return None
 
+    def next_due(self) -> float | None:
+        """Seconds until the first running batch is expected to end (by its calls' measured
+        durations), so the manager looks for its results then rather than a backoff later;
+        ``None`` if none is due in the future."""
+        now, due = time.monotonic(), None
+        for batch in self.inflight.values():
+            expected = self._expected(batch)
+            if batch.claim != CLAIMED or expected is None:
+                continue
+            left = batch.claimed_at + expected - now
+            if left > 0 and (due is None or left < due):
+                due = left
+        return due
+
+    def _expected(self, batch: Batch) -> float | None:
+        expected = 0.0
+        for digest in batch.digest_of.values():
+            per_call = self._batcher.estimates.seconds_per_call(digest)
+            if per_call is None:
+                return None
+            expected += per_call
+        return expected
+
     # -- stragglers -------------------------------------------------------------------------
 
     def _rerun(self, idle: Worker) -> bool:
@@ -154,17 +200,11 @@ class Dispatcher:
             if batch is None or batch.claim != CLAIMED or batch.other is not None or \
                     not batch.futures or batch.worker is not worker:
                 continue
-            expected = 0.0
-            for digest in batch.digest_of.values():
-                per_call = estimates.seconds_per_call(digest)
-                if per_call is None:
-                    break
-                expected += per_call
-            else:
-                elapsed = now - batch.claimed_at
-                if is_straggler(elapsed, expected, estimates.overhead, self._policy) and \
-                        elapsed - expected > worst_over:
-                    worst, worst_over = batch, elapsed - expected
+            expected = self._expected(batch)
+            elapsed = now - batch.claimed_at
+            if expected is not None and elapsed - expected > worst_over and \
+                    is_straggler(elapsed, expected, estimates.overhead, self._policy):
+                worst, worst_over = batch, elapsed - expected
         if worst is None:
             return False
         worst.other = worst.worker

@@ -126,6 +126,7 @@ class Manager(threading.Thread):
         self._claims = Claims(store, intake.wake)
         self._dispatcher = Dispatcher(self._workers, self._batcher, self._claims, ledger,
                                       settings.policy, settings.config.rerun_stragglers)
+        self._dispatcher.waiting = self._waiting
         self._inflight: dict[str, Batch] = self._dispatcher.inflight
         self._retry: collections.deque[Batch] = self._dispatcher.retry
         self._results = ResultReader(store, secret=settings.secret)
@@ -170,6 +171,13 @@ class Manager(threading.Thread):
                 delay = poll_min
             else:
                 delay = min(delay * 1.6, poll_max) * random.uniform(0.9, 1.1)
+            due = self._dispatcher.next_due()  # a batch expected to end: look right after
+            delay = delay if due is None else max(poll_min / 4, min(delay, due + poll_min / 4))
+
+    def _waiting(self) -> int:
+        with self._intake.lock:
+            pending = len(self._intake.pending)
+        return pending + self._batcher.carried + sum(len(b.futures) for b in self._retry)
 
     def _has_work(self) -> bool:
         return bool(self._retry or self._batcher.carried or self._intake.pending)
@@ -257,7 +265,8 @@ class Manager(threading.Thread):
     def _watch(self) -> bool:
         stopped = self._workers.watch()
         if not stopped:
-            return False
+            news, self._workers.news = self._workers.news, False
+            return news  # a worker started: its results come soon, so look again soon
         self._collect()  # a worker may have written its last results just before it stopped
         for worker, state in stopped:
             self._workers.gone(worker, state)

@@ -67,6 +67,7 @@ class Workers:
         self._flush_interval = min(2.0, max(0.1, self.poll_max / 2))
         self._workers: dict[str, Worker] = {}
         self._next_worker = 0
+        self.news = False  # a worker was first seen running since the manager last looked
         self._capacity: int | None = None
         self._launch_not_before = 0.0
         self._launch_backoff = 0.0
@@ -228,7 +229,8 @@ class Workers:
         start_timeout, task_timeout = self._config.start_timeout, self._config.task_timeout
         stopped: list[tuple[Worker, TaskState]] = []
         for worker, state in zip(watched, states):
-            worker.started = worker.started or state.phase is not TaskPhase.PENDING
+            if not worker.started and state.phase is not TaskPhase.PENDING:
+                worker.started = self.news = True  # look for its claim and results soon
             if state.phase is TaskPhase.STOPPED:
                 stopped.append((worker, state))
             elif state.phase is TaskPhase.PENDING and not worker.warm:
