@@ -202,21 +202,26 @@ def test_a_container_may_boot_during_its_cold_start(fargate: FargateEmulator,
     """It starts at RunTask, but its AWS requests wait for RUNNING plus the modelled boot,
     and they are counted as its own."""
     bucket = make_bucket(fargate.moto)
-    fargate.cold_start, fargate.boot_during_cold_start, fargate.boot = 1.0, True, 0.3
-    code = (f"import boto3, time; print('booted', flush=True); boto3.client('s3').put_object("
-            f"Bucket='{bucket}', Key='k', Body=b'x'); print('sent', time.time(), flush=True)")
+    fargate.cold_start, fargate.boot_during_cold_start, fargate.boot = 600.0, True, 0.3
+    code = (f"import boto3, time; s3 = boto3.client('s3'); print('booted', flush=True); "
+            f"s3.put_object(Bucket='{bucket}', Key='k', Body=b'x'); "
+            "print('sent', time.time(), flush=True)")
     (arn,) = _run(fargate, cluster, ["python", "-c", code])
     _wait_output(fargate, arn, "booted")
     task = next(t for t in fargate.tasks if t.arn == arn)
-    assert task.started_at is None  # it runs, yet its task is PENDING
+    wait_for = time.monotonic() + 20
+    while not fargate.task_requests(task) and time.monotonic() < wait_for:
+        time.sleep(0.02)
+    assert fargate.task_requests(task) == {("s3", "PutObject"): 1}  # sent, and held
+    assert task.started_at is None and task.container is not None
+    assert "sent" not in task.container.output()
     assert _client("ecs", fargate).describe_tasks(
         cluster=cluster, tasks=[arn])["tasks"][0]["lastStatus"] == "PENDING"
+    task.starts_at = time.time()  # its cold start ends now
     assert _wait(fargate, cluster, arn)["containers"][0]["exitCode"] == 0
-    assert task.starts_at is not None and task.started_at is not None
-    assert task.started_at >= task.starts_at
-    sent = float(task.container.output().split("sent")[1]) if task.container else 0.0
+    assert task.started_at is not None and task.started_at >= task.starts_at
+    sent = float(task.container.output().split("sent")[1])
     assert sent >= task.started_at + 0.3
-    assert fargate.task_requests(task) == {("s3", "PutObject"): 1}
     assert fargate.proxy.by_caller["testing"][("ecs", "RunTask")] == 1
 
 
