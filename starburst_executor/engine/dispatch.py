@@ -4,8 +4,8 @@ Each turn of the manager, in order:
 
 * a free worker (no batch) gets the next batch: a retry first, else one formed from the
   pending calls, sized from the estimates of its function (``planner``);
-* while calls still wait and no more workers may start, a worker whose batch has started
-  (or that runs, and whose batch's calls have measured durations) gets one more queued
+* while calls still wait and no more workers may start, a worker that runs (seen running,
+  or its batch claimed) a batch whose calls have measured durations gets one more queued
   behind it, so it goes on without waiting for the client (it stays revocable until claimed),
   of at most its even share of the calls left (so the workers finish together);
 * with nothing left to form, an idle worker takes over a batch queued behind a busy one (the
@@ -62,26 +62,43 @@ class Dispatcher:
                 progress = True
         for worker in workers if may_queue else ():
             head = worker.batch
-            if head is not None and worker.queued is None and (
-                    head.claim == CLAIMED or worker.started and self._timed(head)):
+            # Only behind calls of measured duration: an unknown one may be long, and a call
+            # queued behind it would wait instead of going to the next free worker.
+            if head is not None and worker.queued is None and self._timed(head) and (
+                    head.claim == CLAIMED or worker.started):
                 if not self.assign_next(worker, self._even_share(worker)):
                     break
                 progress = True
         return progress
 
-    def _even_share(self, worker: Worker) -> int:
-        """The most calls ``worker`` may take behind what it holds, so that the workers finish
-        together: its share of every unfinished call, less the calls it holds already."""
+    def _even_share(self, worker: Worker) -> int | None:
+        """The most calls ``worker`` may take on top of what it holds, so that the workers
+        finish together: its share of every unfinished call, in proportion to its speed (a
+        worker whose calls run five times longer than their estimates takes a fifth), less
+        the calls it holds already."""
         def held(w: Worker) -> int:
             return sum(len(b.futures) for b in (w.batch, w.queued) if b is not None)
 
         total = sum(held(w) for w in self._workers.live()) + self.waiting()
-        share = math.ceil(total / max(1, self._workers.share))
+        share = math.ceil(total / self._sharers(worker))
+        head = worker.batch
+        if head is not None and head.digest_of:
+            expected = self._expected(head)
+            if expected is not None and \
+                    expected / len(head.digest_of) * share < self._batcher.estimates.handoff:
+                return None  # a share is less work than a hand-off: batch as the planner says
         return max(1, share - held(worker))
 
+    def _sharers(self, worker: Worker) -> float:
+        """How many workers of ``worker``'s speed would do what all of them do together (the
+        work is planned for ``share`` workers; those not started count at pace 1)."""
+        live = self._workers.live()
+        speed = sum(1 / w.pace for w in live) + max(0, self._workers.share - len(live))
+        return max(1.0, worker.pace * speed)
+
     def _timed(self, batch: Batch) -> bool:
-        """Whether every call of ``batch`` has a measured duration: then a batch may be queued
-        behind it before its claim is seen (its worker runs), so no gap opens between them."""
+        """Whether every call of ``batch`` has a measured duration (only then is a batch
+        queued behind it)."""
         estimates = self._batcher.estimates
         return all(estimates.seconds_per_call(d) is not None for d in batch.digest_of.values())
 
@@ -97,7 +114,7 @@ class Dispatcher:
             if self.retry and (limit is None or len(self.retry[0].futures) <= limit):
                 batch = self.retry.popleft()
             else:
-                formed = self._batcher.form(self._workers.share, limit)
+                formed = self._batcher.form(round(self._sharers(worker)), limit)
                 if formed is None:
                     if self.retry and worker.batch is None:  # too large for what it has left
                         self._workers.retire(worker, "max_tasks_per_child: too few calls left "
@@ -168,16 +185,23 @@ class Dispatcher:
 
     def next_due(self) -> float | None:
         """Seconds until the first running batch is expected to end (by its calls' measured
-        durations), so the manager looks for its results then rather than a backoff later;
-        ``None`` if none is due in the future."""
+        durations; 0 while one is late by less than its expected length, plus a second), so
+        the manager looks for its results then rather than a backoff later; ``None`` if
+        none is due."""
         now, due = time.monotonic(), None
-        for batch in self.inflight.values():
-            expected = self._expected(batch)
-            if batch.claim != CLAIMED or expected is None:
+        for worker in self._workers.live():
+            head, queued = worker.batch, worker.queued
+            if head is None or head.claim != CLAIMED or head.worker is not worker:
                 continue
-            left = batch.claimed_at + expected - now
-            if left > 0 and (due is None or left < due):
-                due = left
+            end = head.claimed_at
+            for batch in (head, queued):  # the queued one starts as the head ends
+                expected = self._expected(batch) if batch is not None else None
+                if expected is None:
+                    break
+                end += expected
+                left = end - now
+                if left > -expected - 1.0 and (due is None or left < due):
+                    due = max(0.0, left)
         return due
 
     def _expected(self, batch: Batch) -> float | None:
@@ -237,8 +261,13 @@ class Dispatcher:
         if not records or worker is None:
             return
         for record in records:
-            self._batcher.observe(batch.digest_of.get(record.item_id),
-                                  record.finished - record.started)
+            digest = batch.digest_of.get(record.item_id)
+            seconds = record.finished - record.started
+            estimate = self._batcher.estimates.seconds_per_call(digest) if digest else None
+            if estimate is not None and estimate > 0.05:  # trivial calls say nothing of pace
+                pace = min(max(seconds / estimate, 0.1), 100.0)
+                worker.pace = 0.7 * worker.pace + 0.3 * pace
+            self._batcher.observe(digest, seconds)
         first = part.attempt != batch.seen_attempt
         batch.seen_attempt = part.attempt
         if first and batch.queued and worker.last_end is not None:

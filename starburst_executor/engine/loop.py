@@ -172,7 +172,8 @@ class Manager(threading.Thread):
             else:
                 delay = min(delay * 1.6, poll_max) * random.uniform(0.9, 1.1)
             due = self._dispatcher.next_due()  # a batch expected to end: look right after
-            delay = delay if due is None else max(poll_min / 4, min(delay, due + poll_min / 4))
+            if due is not None:
+                delay = min(delay, due + poll_min / 4 if due > 0 else poll_min)
 
     def _waiting(self) -> int:
         with self._intake.lock:

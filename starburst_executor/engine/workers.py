@@ -41,6 +41,7 @@ class Worker:
     stop_reason: str | None = None
     calls_left: int | None = None  # before max_tasks_per_child retires it (None: no limit)
     last_end: float | None = None  # when its last call seen finished (its clock)
+    pace: float = 1.0  # its calls' durations over their functions' estimates (a slow host: >1)
 
 
 class Workers:

@@ -50,3 +50,28 @@ def test_a_running_worker_gets_a_queued_batch_once_durations_are_known() -> None
     claims.confirm(head, head.attempt)
     due = dispatcher.next_due()
     assert due is not None and 0 < due <= 1.0
+
+
+def test_a_slow_worker_takes_a_smaller_share() -> None:
+    store = memory_store()
+    intake, _ = intake_with(_double, [(i,) for i in range(20)])
+    policy = BatchPolicy(overhead_seconds=1.0)
+    batcher = Batcher(intake, store, policy, secret=SECRET)
+    ledger = Ledger(None, None)
+    workers = Workers(store, ScriptedLauncher(), load_config({"backend": "local"}), 2, ledger,
+                      secret=SECRET)
+    claims = Claims(store, intake.wake)
+    dispatcher = Dispatcher(workers, batcher, claims, ledger, policy, rerun_stragglers=True)
+    dispatcher.waiting = lambda: len(intake.pending)
+    fast, slow = workers.launch(2)[0]
+    assert workers.room(2) == 0
+    dispatcher.fill([fast, slow], work_left=True, may_queue=True)
+    assert slow.batch is not None
+    (digest,) = set(slow.batch.digest_of.values())
+    batcher.observe(digest, 1.0)
+    slow.pace = 4.0  # its calls ran four times longer than their estimate
+    workers.watch()
+    dispatcher.fill([slow, fast], work_left=True, may_queue=True)
+    assert slow.queued is not None and fast.queued is not None
+    # 20 calls at speeds 1/4 and 1: the slow one's share is 4 of them, the fast one's 16.
+    assert len(slow.queued.futures) + 1 <= 4 < len(fast.queued.futures) + 1
