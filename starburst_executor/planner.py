@@ -34,7 +34,8 @@ class BatchPolicy:
         max_batch_bytes: never more pickled arguments than this in one batch (a single call
             larger than it still travels, alone).
         straggler_factor: a batch running this many times its estimate, plus
-            ``straggler_margin`` seconds (or ten overheads, if more), is a straggler.
+            ``straggler_margin`` seconds (or ten overheads, if more, up to its estimate), is
+            a straggler.
         straggler_margin: the least time a batch must run past its estimate to be rerun.
     """
 
@@ -121,7 +122,9 @@ def is_straggler(elapsed: float, expected: float | None, overhead: float,
     work, is running well past its estimate (never, without an estimate)."""
     if expected is None:
         return False
-    margin = max(10 * overhead, policy.straggler_margin)
+    # Ten overheads of slack, but never more than the batch's own estimate: an overhead
+    # measured large (a slow store) must not hide a batch running three times its estimate.
+    margin = max(min(10 * overhead, expected), policy.straggler_margin)
     return elapsed > policy.straggler_factor * expected + margin
 
 

@@ -92,6 +92,9 @@ def test_straggler_needs_an_estimate_and_a_wide_margin() -> None:
     assert not is_straggler(1.5, 1.0, 0.01, POLICY)
     assert not is_straggler(2.5, 1.0, 0.01, POLICY)  # within the margin of 1 s
     assert is_straggler(3.5, 1.0, 0.01, POLICY)
+    # A large measured overhead (4 s) widens the margin only up to the estimate itself.
+    assert not is_straggler(10.0, 4.0, 4.0, POLICY)
+    assert is_straggler(12.5, 4.0, 4.0, POLICY)
 
 
 def test_split_by_bytes() -> None:

@@ -5,8 +5,8 @@ Each turn of the manager, in order:
 * a free worker (no batch) gets the next batch: a retry first, else one formed from the
   pending calls, sized from the estimates of its function (``planner``);
 * while calls still wait and no more workers may start, a worker that runs (seen running,
-  or its batch claimed) a batch whose calls have measured durations gets one more queued
-  behind it, so it goes on without waiting for the client (it stays revocable until claimed),
+  or its batch claimed) a batch whose calls have measured durations, or a batch running
+  longer than a hand-off (its calls are not trivial), gets one more queued behind it, so it goes on without waiting for the client (it stays revocable until claimed),
   of at most its even share of the calls left (so the workers finish together);
 * with nothing left to form, an idle worker takes over a batch queued behind a busy one (the
   claim decides: revoked first, or already started), else, with ``rerun_stragglers``, a
@@ -64,8 +64,8 @@ class Dispatcher:
             head = worker.batch
             # Only behind calls of measured duration: an unknown one may be long, and a call
             # queued behind it would wait instead of going to the next free worker.
-            if head is not None and worker.queued is None and self._timed(head) and (
-                    head.claim == CLAIMED or worker.started):
+            if head is not None and worker.queued is None and (self._timed(head) and (
+                    head.claim == CLAIMED or worker.started) or self._long(head)):
                 if not self.assign_next(worker, self._even_share(worker)):
                     break
                 progress = True
@@ -93,8 +93,23 @@ class Dispatcher:
         """How many workers of ``worker``'s speed would do what all of them do together (the
         work is planned for ``share`` workers; those not started count at pace 1)."""
         live = self._workers.live()
-        speed = sum(1 / w.pace for w in live) + max(0, self._workers.share - len(live))
-        return max(1.0, worker.pace * speed)
+        speed = sum(1 / self._pace(w) for w in live) + max(0, self._workers.share - len(live))
+        return max(1.0, self._pace(worker) * speed)
+
+    def _pace(self, worker: Worker) -> float:
+        """Its measured pace, or more while its running batch is already past its estimate
+        (a slow host shows before its first result does)."""
+        head = worker.batch
+        expected = self._expected(head) if head is not None and head.claim == CLAIMED else None
+        if head is None or not expected:
+            return worker.pace
+        return max(worker.pace, min((time.monotonic() - head.claimed_at) / expected, 100.0))
+
+    def _long(self, batch: Batch) -> bool:
+        """Whether ``batch``, of calls not timed yet, has run longer than a hand-off: its
+        calls are not trivial, and one more queued behind it spares its worker a poll."""
+        return batch.claim == CLAIMED and \
+            time.monotonic() - batch.claimed_at > self._batcher.estimates.handoff
 
     def _timed(self, batch: Batch) -> bool:
         """Whether every call of ``batch`` has a measured duration (only then is a batch
@@ -193,6 +208,9 @@ class Dispatcher:
             head, queued = worker.batch, worker.queued
             if head is None or head.claim != CLAIMED or head.worker is not worker:
                 continue
+            if self._expected(head) is None and \
+                    time.monotonic() - head.claimed_at < 4 * self._workers.poll_max:
+                return 0.0  # its calls are not timed yet: its first results teach the most
             end = head.claimed_at
             for batch in (head, queued):  # the queued one starts as the head ends
                 expected = self._expected(batch) if batch is not None else None
