@@ -284,13 +284,15 @@ class Assignment:
     """A worker's next order: run ``attempt`` of a batch without the calls in ``skip``, or stop.
 
     A JSON body on the wire (``{"batch": id, "attempt": n, "skip": [...]}`` or
-    ``{"stop": true}``), framed and authenticated like every other object.
+    ``{"stop": true}``), framed and authenticated like every other object; then, for a small
+    batch sent inline, a newline and ``batch``: its object as stored under ``batches/<id>``.
     """
 
     batch_id: str = ""
     attempt: int = 0
     skip: frozenset[int] = frozenset()
     stop: bool = False
+    batch: bytes = b""
 
     def encode(self, *, key: str, secret: bytes) -> bytes:
         if self.stop:
@@ -298,12 +300,16 @@ class Assignment:
         else:
             body = json.dumps({"batch": self.batch_id, "attempt": self.attempt,
                                "skip": sorted(self.skip)}).encode()
+            body = b"\n".join((body, self.batch)) if self.batch else body  # JSON has no \n
         return dump("assign", body, key=key, secret=secret)
 
     @classmethod
     def decode(cls, data: bytes, *, key: str, secret: bytes) -> Assignment:
-        order = json.loads(bytes(open_frame(data, "assign", key=key, secret=secret)))
+        head, _, inline = bytes(open_frame(data, "assign", key=key, secret=secret)).partition(
+            b"\n")
+        order = json.loads(head)
         if order.get("stop"):
             return cls(stop=True)
-        return cls(order["batch"], int(order["attempt"]), frozenset(order.get("skip", ())))
+        return cls(order["batch"], int(order["attempt"]), frozenset(order.get("skip", ())),
+                   batch=inline)
 

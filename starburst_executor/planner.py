@@ -6,8 +6,12 @@ measured duration travels alone (one call per free worker), so nothing unknown i
 Once a duration is known, a batch holds just enough calls that the backend's per-batch
 overhead (measured too) is at most ``max_overhead`` of its work, and never more than a fair
 share of what remains, so the workers finish together (unless that share is shorter than
-one batch's overhead: splitting it further would only add overhead).  ``chunksize`` (from ``map``) overrides
-all of this, exactly.
+one batch's overhead: splitting it further would only add overhead).  That overhead is the
+larger of two: the gap between two batches of a busy worker (its next one queued), and the
+*hand-off* of a batch to a worker running none, which must first notice it (a poll of the
+store) and whose results the client must notice in turn.  On a remote store the hand-off is
+seconds, so trivial calls go to few workers in large batches.  ``chunksize`` (from ``map``)
+overrides all of this, exactly.
 """
 
 from __future__ import annotations
@@ -30,7 +34,8 @@ class BatchPolicy:
         max_batch_bytes: never more pickled arguments than this in one batch (a single call
             larger than it still travels, alone).
         straggler_factor: a batch running this many times its estimate, plus
-            ``straggler_margin`` seconds (or ten overheads, if more), is a straggler.
+            ``straggler_margin`` seconds (or ten overheads, if more, up to its estimate), is
+            a straggler.
         straggler_margin: the least time a batch must run past its estimate to be rerun.
     """
 
@@ -45,10 +50,11 @@ class BatchPolicy:
 class Estimates:
     """Measured durations: seconds per call of each function, and the per-batch overhead."""
 
-    def __init__(self, overhead_seconds: float) -> None:
+    def __init__(self, overhead_seconds: float, handoff_seconds: float | None = None) -> None:
         self._per_call: dict[str, float] = {}
         self._seed = overhead_seconds
         self.overhead = overhead_seconds
+        self.handoff = overhead_seconds if handoff_seconds is None else handoff_seconds
 
     def observe(self, digest: str, seconds: float) -> None:
         """Learn from one call of the function ``digest`` that ran ``seconds``."""
@@ -65,6 +71,12 @@ class Estimates:
         seconds = min(max(seconds, self._seed / 10), 100 * self._seed)
         self.overhead = 0.8 * self.overhead + 0.2 * seconds
 
+    def observe_handoff(self, seconds: float) -> None:
+        """Learn from one batch given to a worker running none: from its assignment to its
+        first results seen, less the work in them."""
+        seconds = min(max(seconds, self._seed / 10), 100 * max(self._seed, self.handoff))
+        self.handoff = 0.7 * self.handoff + 0.3 * seconds
+
 
 def next_batch_size(
     remaining: int,
@@ -74,6 +86,7 @@ def next_batch_size(
     chunksize: int | None = None,
     seconds_per_call: float | None = None,
     overhead: float | None = None,
+    handoff: float | None = None,
 ) -> int:
     """Return how many of ``remaining`` pending calls the next batch takes (0 if none remain).
 
@@ -84,6 +97,8 @@ def next_batch_size(
         chunksize: calls per batch asked for by the user (``map(chunksize=)``).
         seconds_per_call: the measured duration of one call of this function, if any.
         overhead: the measured per-batch overhead (default ``policy.overhead_seconds``).
+        handoff: the measured overhead of handing a batch to a worker running none (default
+            ``overhead``): no batch is shorter than it, unless the calls left are.
     """
     if remaining <= 0:
         return 0
@@ -97,7 +112,7 @@ def next_batch_size(
     fair = math.ceil(remaining / max(1, workers))
     # A share shorter than one batch's overhead finishes no sooner for being split: then
     # fewer workers share the rest, each batch at least as long as its overhead.
-    least = math.ceil(per_batch / seconds_per_call)
+    least = math.ceil(max(per_batch, handoff or 0.0) / seconds_per_call)
     return max(1, min(worth, max(fair, least), remaining, policy.max_batch_items))
 
 
@@ -107,7 +122,9 @@ def is_straggler(elapsed: float, expected: float | None, overhead: float,
     work, is running well past its estimate (never, without an estimate)."""
     if expected is None:
         return False
-    margin = max(10 * overhead, policy.straggler_margin)
+    # Ten overheads of slack, but never more than the batch's own estimate: an overhead
+    # measured large (a slow store) must not hide a batch running three times its estimate.
+    margin = max(min(10 * overhead, expected), policy.straggler_margin)
     return elapsed > policy.straggler_factor * expected + margin
 
 

@@ -175,7 +175,8 @@ class Worker:
         writer = _PartWriter(self, batch_id, attempt)
         try:
             key = _keys.batch_key(batch_id)
-            batch = payload.Batch.decode(self.store.get(key), key=key, secret=self.secret)
+            data = assignment.batch or self.store.get(key)  # a small one came inline
+            batch = payload.Batch.decode(data, key=key, secret=self.secret)
             functions = [self._load_function(d) for d in batch.digests]
         except Exception as exc:
             error: Exception = exc

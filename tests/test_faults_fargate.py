@@ -40,16 +40,16 @@ def _fail(fargate: FargateEmulator, operation: str, fragment: str) -> list[str]:
 
 
 def _session_prefix(bucket: str, fargate: FargateEmulator) -> str:
-    """The key prefix of the one session in ``bucket``, once its first batch is written."""
+    """The key prefix of the one session in ``bucket``, once its record is written."""
     s3 = boto("s3", fargate.moto)
     deadline = time.monotonic() + WAIT
     while time.monotonic() < deadline:
         for item in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
             key = str(item["Key"])
-            if key.endswith("/batches/b000000000"):
-                return key[: -len("batches/b000000000")]
+            if key.endswith("/session.json"):
+                return key[: -len("session.json")]
         time.sleep(0.05)
-    raise AssertionError("no batch was ever written")
+    raise AssertionError("no session was ever written")
 
 
 def test_put_object_failing_in_a_worker_mid_batch_retries_the_batch(

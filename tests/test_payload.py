@@ -199,6 +199,9 @@ def test_assignment_round_trip() -> None:
     assert payload.Assignment.decode(short, key="a", secret=S).skip == frozenset()
     stop = payload.Assignment(stop=True)
     assert payload.Assignment.decode(stop.encode(key="a", secret=S), key="a", secret=S) == stop
+    inline = payload.Assignment("b000000007", 1, batch=b"SBX1\n{binary}\x00\n")
+    assert payload.Assignment.decode(inline.encode(key="a", secret=S), key="a",
+                                     secret=S) == inline
     with pytest.raises(IntegrityError):
         payload.Assignment.decode(b'{"stop": true}' * 4, key="a", secret=S)
 

@@ -51,6 +51,21 @@ def test_trivial_calls_are_not_split_below_their_overhead() -> None:
     assert next_batch_size(5000, 4, POLICY, seconds_per_call=1e-6) == 1000  # the item bound
 
 
+def test_no_batch_is_shorter_than_a_hand_off_to_an_idle_worker() -> None:
+    # 1 ms calls: a fair share of 10,000 on 20 workers (500 calls, 0.5 s) is shorter than the
+    # 2 s it takes to hand a batch to an idle worker: 2,000 calls a batch, five workers.
+    assert next_batch_size(10_000, 20, POLICY, seconds_per_call=0.001) == 500
+    policy = BatchPolicy(overhead_seconds=0.05, max_batch_items=100_000)
+    assert next_batch_size(10_000, 20, policy, seconds_per_call=0.001, handoff=2.0) == 2000
+    # Calls of 2 s: a hand-off of 2 s changes nothing until the calls left are few.
+    assert next_batch_size(180, 20, policy, seconds_per_call=2.0, handoff=2.0) == \
+        next_batch_size(180, 20, policy, seconds_per_call=2.0)
+    estimates = Estimates(0.05, handoff_seconds=1.0)
+    for _ in range(30):
+        estimates.observe_handoff(3.0)
+    assert abs(estimates.handoff - 3.0) < 0.01 and estimates.overhead == 0.05
+
+
 def test_estimates_are_per_function() -> None:
     estimates = Estimates(0.01)
     estimates.observe("quick", 0.0001)
@@ -77,6 +92,9 @@ def test_straggler_needs_an_estimate_and_a_wide_margin() -> None:
     assert not is_straggler(1.5, 1.0, 0.01, POLICY)
     assert not is_straggler(2.5, 1.0, 0.01, POLICY)  # within the margin of 1 s
     assert is_straggler(3.5, 1.0, 0.01, POLICY)
+    # A large measured overhead (4 s) widens the margin only up to the estimate itself.
+    assert not is_straggler(10.0, 4.0, 4.0, POLICY)
+    assert is_straggler(12.5, 4.0, 4.0, POLICY)
 
 
 def test_split_by_bytes() -> None:

@@ -6,7 +6,9 @@ calls cut off wait in ``carry`` with their pickle for the next batch.  A functio
 once per content hash, and again when its upload is older than ``FUNCTION_REFRESH_SECONDS`` (a
 session may outlive the bucket's expiry rule, which deletes session objects after days); a batch
 is one object.  Once its object is written, nothing of a batch
-but its futures stays in client memory.
+but its futures stays in client memory.  A batch of at most ``inline_max`` bytes is not written
+at all: it travels inside each of its assignments (``payload.Assignment.batch``), and its
+object stays in client memory until the batch is done (for its retries and reruns).
 """
 
 from __future__ import annotations
@@ -65,6 +67,7 @@ class Batch:
     seen_attempt: int = 0  # the last attempt results were seen of
     withdrawn: set[int] = dataclasses.field(default_factory=set)  # cancel() let go of them
     lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
+    body: bytes = b""  # its object, when it travels inline (never written to the store)
 
     def drop_cancelled(self) -> None:
         """Forget the calls cancelled while no worker could start them (call under ``lock``)."""
@@ -102,6 +105,7 @@ class Batcher:
         self._functions: dict[int, tuple[Callable[..., Any], str | SerializationError]] = {}
         self._pickled: dict[str, bytes] = {}  # digests pickled but not uploaded yet
         self._next_batch = 0
+        self.inline_max = 0  # batches this small travel inside their assignment (not stored)
 
     @property
     def carried(self) -> int:
@@ -163,7 +167,8 @@ class Batcher:
         with self._intake.lock:
             chunksize = head.chunksize
             size = next_batch_size(len(source), workers, self._policy, chunksize=chunksize,
-                                   seconds_per_call=spc, overhead=self.estimates.overhead)
+                                   seconds_per_call=spc, overhead=self.estimates.overhead,
+                                   handoff=self.estimates.handoff)
             if self._bytes_per_call and chunksize is None:
                 fit = int(self._policy.max_batch_bytes / self._bytes_per_call)
                 size = max(1, min(size, fit))
@@ -268,5 +273,7 @@ class Batcher:
         per_call = len(body) / len(items)
         bpc = self._bytes_per_call
         self._bytes_per_call = per_call if bpc is None else 0.7 * bpc + 0.3 * per_call
-        self._store.put(key, body)
-        return Batch(batch_id, futures, digest_of=dict.fromkeys(futures, digest))
+        inline = bytes(body) if len(body) <= self.inline_max else b""
+        if not inline:
+            self._store.put(key, body)
+        return Batch(batch_id, futures, digest_of=dict.fromkeys(futures, digest), body=inline)

@@ -72,6 +72,9 @@ from .workers import Worker, Workers
 __all__ = ["Manager", "Settings"]
 
 _HEARTBEAT_SECONDS = 60.0
+# A batch this small travels inside its assignment: one PUT and one GET fewer per batch, where
+# requests are billed (a local store keeps every batch as its own object).
+_INLINE_BATCH_BYTES = {"fargate": 64 * 1024}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -113,12 +116,17 @@ class Manager(threading.Thread):
         self._config = settings.config
         self._batcher = Batcher(intake, store, settings.policy, secret=settings.secret,
                                 max_size=settings.config.max_result_size)
+        self._batcher.inline_max = _INLINE_BATCH_BYTES.get(settings.config.backend, 0)
+        # A worker running nothing looks for work at best every poll_min: a hand-off's least.
+        self._batcher.estimates.handoff = max(settings.policy.overhead_seconds,
+                                              launcher.poll_interval[0])
         self._workers = Workers(store, launcher, settings.config, settings.max_workers, ledger,
                                 secret=settings.secret)
         self._workers.initializer = settings.initializer
         self._claims = Claims(store, intake.wake)
         self._dispatcher = Dispatcher(self._workers, self._batcher, self._claims, ledger,
                                       settings.policy, settings.config.rerun_stragglers)
+        self._dispatcher.waiting = self._waiting
         self._inflight: dict[str, Batch] = self._dispatcher.inflight
         self._retry: collections.deque[Batch] = self._dispatcher.retry
         self._results = ResultReader(store, secret=settings.secret)
@@ -150,7 +158,8 @@ class Manager(threading.Thread):
             if self._intake.terminate_reason is not None:
                 self._terminate(self._intake.terminate_reason)
                 return
-            progress = self._collect()
+            # No LIST of results while every worker with a batch is still starting.
+            progress = self._collect() if self._workers.any_started() else False
             progress |= self._watch()
             progress |= self._dispatch()
             self._guard_cost()
@@ -162,6 +171,14 @@ class Manager(threading.Thread):
                 delay = poll_min
             else:
                 delay = min(delay * 1.6, poll_max) * random.uniform(0.9, 1.1)
+            due = self._dispatcher.next_due()  # a batch expected to end: look right after
+            if due is not None:
+                delay = min(delay, due + poll_min / 4 if due > 0 else poll_min)
+
+    def _waiting(self) -> int:
+        with self._intake.lock:
+            pending = len(self._intake.pending)
+        return pending + self._batcher.carried + sum(len(b.futures) for b in self._retry)
 
     def _has_work(self) -> bool:
         return bool(self._retry or self._batcher.carried or self._intake.pending)
@@ -243,7 +260,8 @@ class Manager(threading.Thread):
     def _watch(self) -> bool:
         stopped = self._workers.watch()
         if not stopped:
-            return False
+            news, self._workers.news = self._workers.news, False
+            return news  # a worker started: its results come soon, so look again soon
         self._collect()  # a worker may have written its last results just before it stopped
         for worker, state in stopped:
             self._workers.gone(worker, state)

@@ -1,7 +1,14 @@
 """Reading the workers' results: one LIST of ``results/`` per poll, each new part read once,
-and settling the futures its records answer."""
+and settling the futures its records answer.
+
+The new parts a LIST finds are fetched side by side (a few GETs in flight): with one part per
+finished call and tens of milliseconds a GET, fetching them one by one would hold up the
+manager's turn (and every assignment in it) for seconds.
+"""
 
 from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
 
 from .. import _gc, _keys, _output, payload
 from ..errors import SerializationError, StarburstError, StoreError
@@ -10,6 +17,8 @@ from .batches import Batch
 from .intake import Intake
 
 __all__ = ["ResultReader", "settle_records"]
+
+_FETCHERS = 8  # GETs in flight at once
 
 
 class ResultReader:
@@ -22,6 +31,7 @@ class ResultReader:
         self._store = store
         self._secret = secret
         self._seen: set[str] = set()
+        self._fetched: dict[str, bytes | StoreError] = {}
 
     def look(self, oldest_batch: str) -> list[str]:
         """The keys of the parts not seen before, of batches ``oldest_batch`` and later."""
@@ -32,7 +42,21 @@ class ResultReader:
         self._seen.update(fresh)
         if len(self._seen) > 4 * len(keys) + 1000:
             self._seen.intersection_update(keys)
+        self._fetched.clear()
+        if len(fresh) > 1:
+            try:
+                with ThreadPoolExecutor(min(_FETCHERS, len(fresh)),
+                                        thread_name_prefix="starburst-fetch") as pool:
+                    self._fetched = dict(zip(fresh, pool.map(self._get, fresh)))
+            except RuntimeError:  # no new thread at interpreter exit: read() fetches them
+                self._fetched.clear()
         return fresh
+
+    def _get(self, key: str) -> bytes | StoreError:
+        try:
+            return self._store.get(key)
+        except StoreError as exc:
+            return exc
 
     def read(self, key: str) -> payload.ResultPart | StarburstError:
         """The part under ``key``, or the error that keeps it from being read.
@@ -42,10 +66,9 @@ class ResultReader:
         ``SerializationError`` (e.g. a worker of another version wrote its refusal in its own
         format); it concerns this part's batch only, never the executor.
         """
-        try:
-            data = self._store.get(key)
-        except StoreError as exc:
-            return exc
+        data = self._fetched.pop(key, None) or self._get(key)
+        if isinstance(data, StoreError):
+            return data
         try:
             with _gc.paused(len(data) > 8192):  # maybe thousands of records: see _gc
                 part = payload.ResultPart.decode(data, key=key, secret=self._secret)

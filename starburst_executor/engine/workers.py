@@ -36,10 +36,12 @@ class Worker:
     batch: Batch | None = None  # the one it runs (or is about to claim)
     queued: Batch | None = None  # at most one behind it, revocable until claimed
     warm: bool = False  # it has sent results, so it is running
+    started: bool = False  # seen RUNNING (or STOPPED): it may have claimed or written by now
     idle_since: float | None = None
     stop_reason: str | None = None
     calls_left: int | None = None  # before max_tasks_per_child retires it (None: no limit)
     last_end: float | None = None  # when its last call seen finished (its clock)
+    pace: float = 1.0  # its calls' durations over their functions' estimates (a slow host: >1)
 
 
 class Workers:
@@ -66,6 +68,7 @@ class Workers:
         self._flush_interval = min(2.0, max(0.1, self.poll_max / 2))
         self._workers: dict[str, Worker] = {}
         self._next_worker = 0
+        self.news = False  # a worker was first seen running since the manager last looked
         self._capacity: int | None = None
         self._launch_not_before = 0.0
         self._launch_backoff = 0.0
@@ -177,7 +180,8 @@ class Workers:
             batch.assigned_at = time.monotonic()
             batch.claim = CLAIMED if rerun else ASSIGNED
             batch.queued = worker.batch is not None
-            order = payload.Assignment(batch.batch_id, batch.attempt, frozenset(batch.done_ids))
+            order = payload.Assignment(batch.batch_id, batch.attempt, frozenset(batch.done_ids),
+                                       batch=batch.body)
             key = _keys.assign_key(worker.worker_id, worker.seq)
             self._store.put(key, order.encode(key=key, secret=self._secret))
         worker.seq += 1
@@ -202,9 +206,15 @@ class Workers:
                 worker.idle_since = time.monotonic()
 
     def unclaimed(self) -> list[Batch]:
-        """The batches workers should be running by now but have not been seen to claim."""
+        """The batches workers should be running by now but have not been seen to claim (a
+        worker still starting claims nothing: no LIST for it)."""
         return [w.batch for w in self._workers.values()
-                if w.batch is not None and w.batch.claim == ASSIGNED]
+                if w.batch is not None and w.batch.claim == ASSIGNED and (w.started or w.warm)]
+
+    def any_started(self) -> bool:
+        """Whether a worker with a batch may have written results: until one was seen
+        RUNNING, looking for results (a LIST each turn, through a cold start) finds none."""
+        return any(w.started or w.warm for w in self._workers.values() if w.batch is not None)
 
     # -- watch and stop ---------------------------------------------------------------------
 
@@ -220,6 +230,8 @@ class Workers:
         start_timeout, task_timeout = self._config.start_timeout, self._config.task_timeout
         stopped: list[tuple[Worker, TaskState]] = []
         for worker, state in zip(watched, states):
+            if not worker.started and state.phase is not TaskPhase.PENDING:
+                worker.started = self.news = True  # look for its claim and results soon
             if state.phase is TaskPhase.STOPPED:
                 stopped.append((worker, state))
             elif state.phase is TaskPhase.PENDING and not worker.warm:

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, urlsplit
 
 __all__ = ["AwsProxy", "ProxyRequest", "ProxyResponse", "slow_down_response"]
 
-_CREDENTIAL = re.compile(r"Credential=[^/]+/[^/]+/[^/]+/([^/]+)/aws4_request")
+_CREDENTIAL = re.compile(r"Credential=([^/]+)/[^/]+/[^/]+/([^/]+)/aws4_request")
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host",
                "proxy-connection", "te", "trailer", "upgrade"}
 
@@ -40,6 +40,7 @@ class ProxyRequest:
     path: str
     headers: dict[str, str]
     body: bytes
+    access_key: str = ""  # the signer's access key id: who sent it (see ``by_caller``)
 
     def json(self) -> Any:
         return json.loads(self.body or b"{}")
@@ -111,6 +112,8 @@ class AwsProxy:
     Attributes:
         endpoint: ``http://127.0.0.1:PORT`` to put in ``AWS_ENDPOINT_URL``.
         requests: number of requests by ``(service, operation)``, injected answers included.
+        by_caller: the same, by the access key id that signed them: who sent each request
+            (the emulated Fargate gives each task its own key).
         injected: number of answers given by hooks, by ``(service, operation)``.
     """
 
@@ -118,6 +121,7 @@ class AwsProxy:
         parts = urlsplit(target)
         self._target = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.requests: dict[tuple[str, str], int] = {}
+        self.by_caller: dict[str, dict[tuple[str, str], int]] = {}
         self.injected: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()
         self._hooks: list[Callable[[ProxyRequest], ProxyResponse | None]] = []
@@ -176,6 +180,7 @@ class AwsProxy:
     def reset_counts(self) -> None:
         with self._lock:
             self.requests.clear()
+            self.by_caller.clear()
             self.injected.clear()
 
     def set_latency(self, seconds: float, service: str | None = None) -> None:
@@ -219,7 +224,7 @@ class AwsProxy:
     def _classify(self, method: str, path: str, headers: dict[str, str], body: bytes) -> tuple[
             str, str]:
         match = _CREDENTIAL.search(headers.get("Authorization", ""))
-        service = match.group(1) if match else "unknown"
+        service = match.group(2) if match else "unknown"
         target = headers.get("X-Amz-Target")
         if target:
             return service, target.rsplit(".", 1)[-1]
@@ -239,10 +244,14 @@ class AwsProxy:
         headers = {k: v for k, v in handler.headers.items()}
         body = self._read_body(handler)
         service, operation = self._classify(handler.command, handler.path, headers, body)
-        request = ProxyRequest(service, operation, handler.command, handler.path, headers, body)
+        signer = _CREDENTIAL.search(headers.get("Authorization", ""))
+        request = ProxyRequest(service, operation, handler.command, handler.path, headers, body,
+                               signer.group(1) if signer else "")
         with self._lock:
             key = (service, operation)
             self.requests[key] = self.requests.get(key, 0) + 1
+            mine = self.by_caller.setdefault(request.access_key, {})
+            mine[key] = mine.get(key, 0) + 1
             hooks = list(self._hooks)
             observers = list(self._observers)
             delay = self._latency.get(service, self._latency.get(None, 0.0))

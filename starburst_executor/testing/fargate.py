@@ -19,6 +19,20 @@ entries and S3 ``SlowDown`` answers.
          |        FargateEmulator thread: new moto task -> run its command; exit -> STOPPED
          +-------------------------------------------------------
 
+Each task gets its own access key id (``AWS_ACCESS_KEY_ID`` in its environment; moto maps any
+key to its one account), so the proxy knows which task sent each request
+(:attr:`AwsProxy.by_caller`, :meth:`FargateEmulator.task_requests`).
+
+What a modelled cold start means here.  On Fargate each task has its own vCPUs: it is
+``PENDING`` for the cold start (provisioning, image pull), then its container boots on its own
+CPU.  Here every container shares this machine's cores, so twenty Python workers importing
+boto3 at once take several seconds each, which no Fargate task would.  With
+``boot_during_cold_start=True`` the container starts at ``RunTask``, boots while its task is
+still ``PENDING``, and every AWS request it sends is held by the proxy until the task is
+``RUNNING`` plus ``boot`` seconds (the modelled boot on a task's own vCPU); a container that
+exits meanwhile is reported once its task has been ``RUNNING``.  Without it (the default) the
+container starts only once the cold start is over, and its boot here counts as start-up time.
+
 Example::
 
     with MotoServer() as moto, FargateEmulator(moto) as fargate, fargate.patched_environ():
@@ -186,6 +200,9 @@ class EmulatedTask:
     moto: Any = dataclasses.field(default=None, repr=False)
     starts_at: float | None = None  # end of the modelled cold start
     spec: ContainerSpec | None = dataclasses.field(default=None, repr=False)
+    access_key: str = ""  # signs the container's AWS requests: the proxy knows it by this
+    # Set once the container's AWS requests may go out (boot_during_cold_start holds them).
+    released: threading.Event = dataclasses.field(default_factory=threading.Event, repr=False)
 
     @property
     def stopped(self) -> bool:
@@ -209,6 +226,13 @@ class FargateEmulator:
             starts (Fargate: 30-60 s to provision and pull), to model start-up costs.
         latency: seconds added to every AWS request through :attr:`proxy` (see
             :meth:`AwsProxy.set_latency`), to model a remote S3 (about 0.03).
+        boot_during_cold_start: start each container at ``RunTask`` and hold its AWS
+            requests until its task is ``RUNNING`` (see the module docstring), so that many
+            containers booting on a small machine do not lengthen the modelled cold start.
+            A hold longer than a client's read timeout (botocore: 60 s) makes it retry.
+        boot: with ``boot_during_cold_start``, seconds from ``RUNNING`` until the held
+            requests go out: the boot a task would spend on its own vCPU (Python, imports, a
+            boto3 client: about 1 s).
 
     Attributes:
         proxy: the :class:`AwsProxy` every client of :meth:`env` goes through; its
@@ -224,6 +248,8 @@ class FargateEmulator:
         stop_grace: float = 2.0,
         cold_start: float = 0.0,
         latency: float = 0.0,
+        boot_during_cold_start: bool = False,
+        boot: float = 0.0,
     ):
         self.moto = moto
         self.runner = runner or SubprocessRunner()
@@ -231,10 +257,13 @@ class FargateEmulator:
         self.stop_grace = stop_grace
         self.proxy = AwsProxy(moto.endpoint)
         self.cold_start = cold_start
+        self.boot_during_cold_start = boot_during_cold_start
+        self.boot = boot
         if latency:
             self.proxy.set_latency(latency)
         self._lock = threading.RLock()
         self._tasks: dict[str, EmulatedTask] = {}
+        self._by_key: dict[str, EmulatedTask] = {}  # by the access key its container signs with
         self._ignored: set[str] = set()
         self._faults: collections.deque[_Fault] = collections.deque()
         self._run_task_failures: collections.deque[tuple[str, str | None]] = collections.deque()
@@ -345,6 +374,12 @@ class FargateEmulator:
         """Tasks not stopped yet (pending or running)."""
         return [t for t in self.tasks if not t.stopped]
 
+    def task_requests(self, task: EmulatedTask) -> dict[tuple[str, str], int]:
+        """The AWS requests ``task``'s container sent, by ``(service, operation)`` (since the
+        proxy's counts were last reset)."""
+        with self.proxy._lock:
+            return dict(self.proxy.by_caller.get(task.access_key, {}))
+
     def wait_stopped(self, timeout: float = 10.0) -> bool:
         """Wait until every task seen is stopped; return whether they all are."""
         deadline = time.monotonic() + timeout
@@ -357,6 +392,13 @@ class FargateEmulator:
     # -- proxy hooks ----------------------------------------------------------------------
 
     def _on_request(self, request: ProxyRequest) -> ProxyResponse | None:
+        with self._lock:
+            sender = self._by_key.get(request.access_key)
+        if sender is not None:
+            # A container booting during its task's cold start: its requests wait for RUNNING.
+            while not sender.released.wait(0.5) and not self._stopping.is_set():
+                pass
+            return None
         if request.service != "ecs" or request.operation != "RunTask":
             return None
         with self._lock:
@@ -486,21 +528,32 @@ class FargateEmulator:
             return
         overrides: dict[str, Any] = next((o for o in moto_task.overrides.get("containerOverrides", [])
                           if o.get("name") == container_def.get("name")), {})
+        record.access_key = "ASIAEMU" + arn.rsplit("/", 1)[-1].replace("-", "")[:13].upper()
         env = {**self.env(), "AWS_REGION": backend.region_name,
-               "AWS_DEFAULT_REGION": backend.region_name}
+               "AWS_DEFAULT_REGION": backend.region_name, "AWS_ACCESS_KEY_ID": record.access_key}
         for pair in (container_def.get("environment") or []) + (overrides.get("environment")
                                                                or []):
             env[pair["name"]] = pair["value"]
         command = tuple(overrides.get("command") or container_def.get("command") or ())
         record.spec = ContainerSpec(arn, str(container_def.get("image")), command, env)
         record.starts_at = time.time() + self.cold_start
+        with self._lock:
+            self._by_key[record.access_key] = record
         if self.cold_start <= 0:
             self._start_container(record)
+        elif self.boot_during_cold_start:
+            record.container = self.runner(record.spec)  # PENDING; its requests are held
 
     def _start_container(self, record: EmulatedTask) -> None:
-        moto_task = record.moto
         assert record.spec is not None
-        record.container = self.runner(record.spec)
+        if record.container is None:
+            record.container = self.runner(record.spec)
+        self._set_running(record)
+        if not self.boot_during_cold_start or self.boot <= 0:
+            record.released.set()
+
+    def _set_running(self, record: EmulatedTask) -> None:
+        moto_task = record.moto
         record.started_at = time.time()
         moto_task.started_at = datetime.datetime.now(datetime.timezone.utc)
         moto_task.last_status = "RUNNING"
@@ -516,8 +569,15 @@ class FargateEmulator:
             elif task.spec is not None and time.time() >= (task.starts_at or 0.0):
                 self._start_container(task)  # its cold start is over
             return
-        code = container.poll()
         now = time.time()
+        if task.started_at is None and task.stop_requested_at is None:
+            # Booting during its cold start: nothing of it shows before it is RUNNING.
+            if now < (task.starts_at or 0.0):
+                return
+            self._start_container(task)
+        if not task.released.is_set() and now >= (task.started_at or now) + self.boot:
+            task.released.set()
+        code = container.poll()
         if code is None:
             if task.fault_armed_at is None and (
                     task.fault_when_output is None
@@ -557,6 +617,7 @@ class FargateEmulator:
             if task.stopped:
                 return
             task.stopped_at = time.time()
+        task.released.set()
         task.exit_code, task.stop_code, task.stopped_reason = exit_code, stop_code, reason
         self._push_logs(task)  # before STOPPED shows, as the awslogs driver flushes first
         moto_task = task.moto

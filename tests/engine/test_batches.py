@@ -131,3 +131,22 @@ def test_estimates_are_not_shared_across_functions() -> None:
     assert quick is not None and sorted(quick.futures) == [1, 2, 3]
     unknown = batcher.form(workers=1)
     assert unknown is not None and len(unknown.futures) == 1
+
+
+def test_a_small_batch_travels_inline_and_a_large_one_is_stored() -> None:
+    """Under ``inline_max`` bytes a batch is not written: its object (signed for its own key)
+    rides in each of its assignments; a larger one is stored as before."""
+    intake, _ = intake_with(_takes, [(1,), (2, b"x" * 5000)], chunksize=1)
+    store = memory_store()
+    batcher = Batcher(intake, store, BatchPolicy(), secret=SECRET)
+    batcher.inline_max = 2000
+    small, large = batcher.form(workers=2), batcher.form(workers=2)
+    assert small is not None and large is not None
+    assert store.list("batches/") == [_keys.batch_key(large.batch_id)]
+    assert large.body == b""
+    key = _keys.batch_key(small.batch_id)
+    order = payload.Assignment(small.batch_id, 1, batch=small.body)
+    read = payload.Assignment.decode(order.encode(key="a/w/0", secret=SECRET), key="a/w/0",
+                                     secret=SECRET)
+    (call,) = payload.Batch.decode(read.batch, key=key, secret=SECRET).calls
+    assert call.arguments() == ((1,), {})

@@ -69,6 +69,8 @@ def test_a_claimed_batch_is_running_and_cannot_be_cancelled() -> None:
     batch = setup.assign_next()
     assert not setup.futures[0].running()
     setup.run_worker()
+    assert setup.workers.unclaimed() == []  # not seen running yet: no LIST of claims for it
+    setup.workers.watch()  # the launcher says it runs
     setup.claims.look(setup.workers.unclaimed())
     assert batch.claim == CLAIMED and setup.futures[0].running()
     assert setup.futures[0].cancel() is False

@@ -197,6 +197,34 @@ def test_a_modelled_cold_start_keeps_a_task_pending(fargate: FargateEmulator,
     assert "exitCode" not in _wait(fargate, cluster, slow)["containers"][0]
 
 
+def test_a_container_may_boot_during_its_cold_start(fargate: FargateEmulator,
+                                                    cluster: str) -> None:
+    """It starts at RunTask, but its AWS requests wait for RUNNING plus the modelled boot,
+    and they are counted as its own."""
+    bucket = make_bucket(fargate.moto)
+    fargate.cold_start, fargate.boot_during_cold_start, fargate.boot = 600.0, True, 0.3
+    code = (f"import boto3, time; s3 = boto3.client('s3'); print('booted', flush=True); "
+            f"s3.put_object(Bucket='{bucket}', Key='k', Body=b'x'); "
+            "print('sent', time.time(), flush=True)")
+    (arn,) = _run(fargate, cluster, ["python", "-c", code])
+    _wait_output(fargate, arn, "booted")
+    task = next(t for t in fargate.tasks if t.arn == arn)
+    wait_for = time.monotonic() + 20
+    while not fargate.task_requests(task) and time.monotonic() < wait_for:
+        time.sleep(0.02)
+    assert fargate.task_requests(task) == {("s3", "PutObject"): 1}  # sent, and held
+    assert task.started_at is None and task.container is not None
+    assert "sent" not in task.container.output()
+    assert _client("ecs", fargate).describe_tasks(
+        cluster=cluster, tasks=[arn])["tasks"][0]["lastStatus"] == "PENDING"
+    task.starts_at = time.time()  # its cold start ends now
+    assert _wait(fargate, cluster, arn)["containers"][0]["exitCode"] == 0
+    assert task.started_at is not None and task.started_at >= task.starts_at
+    sent = float(task.container.output().split("sent")[1])
+    assert sent >= task.started_at + 0.3
+    assert fargate.proxy.by_caller["testing"][("ecs", "RunTask")] == 1
+
+
 def test_modelled_request_latency(fargate: FargateEmulator) -> None:
     bucket = make_bucket(fargate.moto)
     s3 = _client("s3", fargate)

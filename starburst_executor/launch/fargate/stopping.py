@@ -7,12 +7,16 @@ and a STOPPED state for the manager (``StopTaskFailed``), so that no wait on it 
 
     round 1: StopTask each --> stopped or gone (done) | transient (again) | other (give up)
     pause 0.5 s, 1 s, 2 s (+-20%) ... while rounds and the deadline allow --> round 2, 3, 4
+
+The calls of a round go out from a few threads (``STOP_THREADS``): a call's round trip does
+not add to the pace the caller's ``stop_one`` keeps (ECS's rate limit).
 """
 
 from __future__ import annotations
 
 import random
 import time
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -31,6 +35,8 @@ STOP_BACKOFF = 0.5
 """Seconds before the second round, doubled for each later one."""
 STOP_DEADLINE = 20.0
 """No round starts later than this many seconds after the first: a stop never waits longer."""
+STOP_THREADS = 4
+"""StopTask calls in flight at once."""
 
 
 def _already_gone(exc: BaseException) -> bool:
@@ -66,10 +72,15 @@ def stop_tasks(
     delay = backoff
     for round_number in range(1, rounds + 1):
         again = []
-        for task_id in pending:
-            try:
-                stop_one(task_id)
-            except Exception as exc:
+        attempt = _attempt(stop_one)
+        try:
+            with ThreadPoolExecutor(min(STOP_THREADS, len(pending)),
+                                    thread_name_prefix="starburst-stop") as pool:
+                errors = list(pool.map(attempt, pending))
+        except RuntimeError:  # at interpreter exit (atexit) no thread may start: one by one
+            errors = [attempt(task_id) for task_id in pending]
+        for task_id, exc in zip(pending, errors):
+            if exc is not None:
                 if _already_gone(exc):
                     failed.pop(task_id, None)
                     continue
@@ -84,6 +95,17 @@ def stop_tasks(
         sleep(delay * random.uniform(0.8, 1.2))
         delay *= 2
     return failed
+
+
+def _attempt(stop_one: Callable[[str], object]) -> Callable[[str], Exception | None]:
+    def attempt(task_id: str) -> Exception | None:
+        try:
+            stop_one(task_id)
+        except Exception as exc:
+            return exc
+        return None
+
+    return attempt
 
 
 def claim(tasks: Mapping[str, Any], handles: Sequence[TaskHandle], again: bool
