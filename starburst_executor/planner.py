@@ -37,12 +37,17 @@ class BatchPolicy:
             ``straggler_margin`` seconds (or ten overheads, if more, up to its estimate), is
             a straggler.
         straggler_margin: the least time a batch must run past its estimate to be rerun.
+        min_call_seconds: what a call costs beyond its function, whatever that function
+            takes (its future, its arguments and its result, on the client and the worker:
+            about 10-20 us measured here), so that a trivial function's calls are not
+            planned as free.
     """
 
     overhead_seconds: float = 0.01
     max_overhead: float = 0.02
     max_batch_items: int = 100_000
     max_batch_bytes: int = 16 * 1024 * 1024
+    min_call_seconds: float = 2e-5
     straggler_factor: float = 2.0
     straggler_margin: float = 1.0
 
@@ -107,7 +112,7 @@ def next_batch_size(
     if seconds_per_call is None:
         return 1  # nothing known: one call per free worker
     per_batch = policy.overhead_seconds if overhead is None else overhead
-    seconds_per_call = max(seconds_per_call, 1e-9)
+    seconds_per_call = max(seconds_per_call, policy.min_call_seconds, 1e-9)
     worth = math.ceil(per_batch / (policy.max_overhead * seconds_per_call))
     fair = math.ceil(remaining / max(1, workers))
     # A share shorter than one batch's overhead finishes no sooner for being split: then

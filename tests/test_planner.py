@@ -101,3 +101,12 @@ def test_split_by_bytes() -> None:
     assert split_by_bytes([10, 10, 10], 25) == 2
     assert split_by_bytes([100, 10], 25) == 1  # an oversized call still travels alone
     assert split_by_bytes([1, 1], 25) == 2
+
+
+def test_a_call_costs_at_least_its_own_transport() -> None:
+    # A 0.1 us function on a local store (10 ms hand-off): planned as free, all 10,000 calls
+    # would go to one worker; each call costs ~20 us beyond its function, so both share them.
+    policy = BatchPolicy(overhead_seconds=0.01, max_batch_items=100_000)
+    assert next_batch_size(10_000, 2, policy, seconds_per_call=1e-7, handoff=0.01) == 5000
+    free = BatchPolicy(overhead_seconds=0.01, max_batch_items=100_000, min_call_seconds=0.0)
+    assert next_batch_size(10_000, 2, free, seconds_per_call=1e-7, handoff=0.01) == 10_000
