@@ -18,9 +18,10 @@ def _double(x: int) -> int:
     return 2 * x
 
 
-def test_a_running_worker_gets_a_queued_batch_once_durations_are_known() -> None:
+def _dispatch_of(calls: int) -> tuple[Batcher, Claims, Workers, Dispatcher]:
+    """A dispatcher for ``calls`` pending calls of ``_double`` on two scripted workers."""
     store = memory_store()
-    intake, _ = intake_with(_double, [(i,) for i in range(6)])
+    intake, _ = intake_with(_double, [(i,) for i in range(calls)])
     policy = BatchPolicy(overhead_seconds=1.0)
     batcher = Batcher(intake, store, policy, secret=SECRET)
     ledger = Ledger(None, None)
@@ -29,6 +30,11 @@ def test_a_running_worker_gets_a_queued_batch_once_durations_are_known() -> None
     claims = Claims(store, intake.wake)
     dispatcher = Dispatcher(workers, batcher, claims, ledger, policy, rerun_stragglers=True)
     dispatcher.waiting = lambda: len(intake.pending)
+    return batcher, claims, workers, dispatcher
+
+
+def test_a_running_worker_gets_a_queued_batch_once_durations_are_known() -> None:
+    batcher, claims, workers, dispatcher = _dispatch_of(6)
     live, _ = workers.launch(2)
     assert workers.room(2) == 0
     dispatcher.fill(live, work_left=True, may_queue=True)
@@ -53,16 +59,7 @@ def test_a_running_worker_gets_a_queued_batch_once_durations_are_known() -> None
 
 
 def test_a_slow_worker_takes_a_smaller_share() -> None:
-    store = memory_store()
-    intake, _ = intake_with(_double, [(i,) for i in range(20)])
-    policy = BatchPolicy(overhead_seconds=1.0)
-    batcher = Batcher(intake, store, policy, secret=SECRET)
-    ledger = Ledger(None, None)
-    workers = Workers(store, ScriptedLauncher(), load_config({"backend": "local"}), 2, ledger,
-                      secret=SECRET)
-    claims = Claims(store, intake.wake)
-    dispatcher = Dispatcher(workers, batcher, claims, ledger, policy, rerun_stragglers=True)
-    dispatcher.waiting = lambda: len(intake.pending)
+    batcher, _, workers, dispatcher = _dispatch_of(20)
     fast, slow = workers.launch(2)[0]
     assert workers.room(2) == 0
     dispatcher.fill([fast, slow], work_left=True, may_queue=True)
