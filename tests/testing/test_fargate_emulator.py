@@ -186,6 +186,10 @@ def test_a_modelled_cold_start_keeps_a_task_pending(fargate: FargateEmulator,
                                                     cluster: str) -> None:
     fargate.cold_start = 600.0
     (slow,) = _run(fargate, cluster, ["python", "-c", "print('late')"])
+    deadline = time.monotonic() + 20  # adopted (its cold start fixed) before the next one
+    while not any(t.arn == slow and t.starts_at for t in fargate.tasks):
+        assert time.monotonic() < deadline, "the emulator never took the task up"
+        time.sleep(0.02)
     fargate.cold_start = 0.2
     (quick,) = _run(fargate, cluster, ["python", "-c", "print('soon')"])
     assert _wait(fargate, cluster, quick)["containers"][0]["exitCode"] == 0
