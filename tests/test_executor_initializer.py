@@ -114,7 +114,13 @@ def test_an_initializer_that_raises_breaks_the_executor(
     kind: str, make: Callable[..., Executor]
 ) -> None:
     executor = make(kind, 2, initializer=failing_init)
-    futures = [executor.submit(where, x) for x in range(6)]
+    futures = []
+    for x in range(6):
+        try:
+            futures.append(executor.submit(where, x))
+        except BrokenExecutor:  # ProcessPoolExecutor may break while they are submitted
+            assert kind == "process"
+            break
     for future in futures:
         assert isinstance(future.exception(timeout=T), BrokenExecutor)
     with pytest.raises(BrokenExecutor):
