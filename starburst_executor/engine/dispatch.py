@@ -209,7 +209,7 @@ class Dispatcher:
             if head is None or head.claim != CLAIMED or head.worker is not worker:
                 continue
             if self._expected(head) is None and \
-                    time.monotonic() - head.claimed_at < 4 * self._workers.poll_max:
+                    now - head.claimed_at < 4 * self._workers.poll_max:
                 return 0.0  # its calls are not timed yet: its first results teach the most
             end = head.claimed_at
             for batch in (head, queued):  # the queued one starts as the head ends
