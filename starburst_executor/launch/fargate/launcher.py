@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import logging
 import threading
 import time
 import warnings
-from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import botocore.exceptions
@@ -46,6 +48,8 @@ log = logging.getLogger(__name__)
 RUN_TASK_MAX = 10  # tasks per RunTask call (ECS limit)
 DESCRIBE_TASKS_MAX = 100  # tasks per DescribeTasks call (ECS limit)
 CALLS_PER_SECOND = 15.0  # RunTask/StopTask pace, under ECS's 20 calls/s
+CALLS_BURST = 20  # of those at once (Fargate launches 100 tasks at once, 20 a second after)
+LAUNCH_THREADS = 10  # RunTask calls in flight at once: twenty tasks start together, not in 2 s
 OVERRIDES_MAX_BYTES = 8192  # ECS limit on a RunTask's overrides
 
 _SERVICE_NAMES = {"cloudwatch-logs": "logs"}  # botocore event names use service ids
@@ -57,20 +61,54 @@ _RETRYABLE_HINTS = ("resource", "capacity", "limit", "throttl", "rate exceeded",
 
 
 class _Pace:
-    """At most ``rate`` calls per second, spread evenly (a token bucket of one)."""
+    """At most ``rate`` calls per second on average, up to ``burst`` of them at once (a token
+    bucket of ``burst``, kept as the time its next token is due)."""
 
-    def __init__(self, rate: float):
+    def __init__(self, rate: float, burst: int = 1, *,
+                 clock: Callable[[], float] = time.monotonic,
+                 sleep: Callable[[float], object] = time.sleep):
         self._interval = 1.0 / rate
-        self._next = 0.0
+        self._slack = (max(1, burst) - 1) * self._interval
+        self._next = -math.inf
         self._lock = threading.Lock()
+        self._clock, self._sleep = clock, sleep
 
     def wait(self) -> None:
         with self._lock:
-            now = time.monotonic()
-            delay = self._next - now
-            self._next = max(now, self._next) + self._interval
-        if delay > 0:
-            time.sleep(delay)
+            now = self._clock()
+            due = max(now - self._slack, self._next)
+            self._next = due + self._interval
+        if due > now:
+            self._sleep(due - now)
+
+
+def _groups(specs: Sequence[WorkerSpec]) -> list[Sequence[WorkerSpec]]:
+    """One RunTask call each: workers with the same environment share one (count > 1); the
+    usual specs differ by worker id, so each is its own call."""
+    groups: list[Sequence[WorkerSpec]] = []
+    start = 0
+    while start < len(specs):
+        end = start + 1
+        while (end < len(specs) and end - start < RUN_TASK_MAX
+               and specs[end].env == specs[start].env):
+            end += 1
+        groups.append(specs[start:end])
+        start = end
+    return groups
+
+
+def _side_by_side(run: Callable[[Sequence[WorkerSpec]], list[TaskHandle | LaunchFailure]],
+                  groups: list[Sequence[WorkerSpec]]) -> list[TaskHandle | LaunchFailure]:
+    """``run`` each group, up to ``LAUNCH_THREADS`` at once; the outcomes in order."""
+    if len(groups) == 1:
+        return run(groups[0])
+    try:
+        with ThreadPoolExecutor(min(LAUNCH_THREADS, len(groups)),
+                                thread_name_prefix="starburst-launch") as pool:
+            results = list(pool.map(run, groups))
+    except RuntimeError:  # at interpreter exit no thread may start: one by one
+        results = [run(group) for group in groups]
+    return [outcome for result in results for outcome in result]
 
 
 @dataclasses.dataclass
@@ -173,7 +211,7 @@ class FargateLauncher:
         self._task_definition: str | None = None  # both resolved at the first launch
         self._network: dict[str, Any] | None = None
         self._tasks: dict[str, _Task] = {}  # by task ARN, in launch order
-        self._pace = _Pace(CALLS_PER_SECOND)
+        self._pace = _Pace(CALLS_PER_SECOND, CALLS_BURST)
         self._capacity: int | None = None
         self._closed = False
 
@@ -231,14 +269,24 @@ class FargateLauncher:
     def _prepare(self) -> tuple[str, dict[str, Any]]:
         """(task definition ARN, network configuration), resolved at the first launch (from the
         manager thread only: no lock, so ``stop`` never waits for an image build)."""
+        if self._network is None:
+            # The network (EC2) is looked up while the task definition (STS, ECS) is: a few
+            # round trips each, before the first RunTask.
+            with ThreadPoolExecutor(1, thread_name_prefix="starburst-network") as pool:
+                network = pool.submit(taskdef.resolve_network, self.config, self.region,
+                                      self._client)
+                self._ensure_task_definition()
+                self._network = network.result()
+        self._ensure_task_definition()
+        assert self._task_definition is not None
+        return self._task_definition, self._network
+
+    def _ensure_task_definition(self) -> None:
         if self._task_definition is None:
             image = self._image.get()
             assert image is not None  # a launcher without one is refused in __init__
             self._task_definition = taskdef.ensure_task_definition(
                 self.config, image, self.region, self._client)
-        if self._network is None:
-            self._network = taskdef.resolve_network(self.config, self.region, self._client)
-        return self._task_definition, self._network
 
     # -- the Launcher protocol ------------------------------------------------------------
 
@@ -251,18 +299,8 @@ class FargateLauncher:
             # The botocore error behind a translated one is its __context__ ("from None").
             retryable = _aws.is_transient(exc.__cause__ or exc.__context__ or exc)
             return [LaunchFailure(s.worker_id, str(exc), retryable=retryable) for s in specs]
-        out: list[TaskHandle | LaunchFailure] = []
-        start = 0
-        while start < len(specs):
-            # Workers with the same environment share one call (count > 1); the usual specs
-            # differ by worker id, so each is its own call.
-            end = start + 1
-            while (end < len(specs) and end - start < RUN_TASK_MAX
-                   and specs[end].env == specs[start].env):
-                end += 1
-            out.extend(self._run(specs[start:end], task_definition, network))
-            start = end
-        return out
+        return _side_by_side(lambda group: self._run(group, task_definition, network),
+                             _groups(specs))
 
     def _run(self, group: Sequence[WorkerSpec], task_definition: str, network: dict[str, Any]
              ) -> list[TaskHandle | LaunchFailure]:

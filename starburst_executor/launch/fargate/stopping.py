@@ -35,7 +35,7 @@ STOP_BACKOFF = 0.5
 """Seconds before the second round, doubled for each later one."""
 STOP_DEADLINE = 20.0
 """No round starts later than this many seconds after the first: a stop never waits longer."""
-STOP_THREADS = 4
+STOP_THREADS = 10
 """StopTask calls in flight at once."""
 
 

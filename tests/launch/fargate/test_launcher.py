@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import threading
 import time
 import warnings
 from collections.abc import Iterator
@@ -10,9 +11,10 @@ from starburst_executor import _auth, _keys
 from starburst_executor.errors import ConfigError
 from starburst_executor.launch.base import LaunchFailure, TaskHandle, TaskPhase, WorkerSpec
 from starburst_executor.launch.fargate import taskdef
-from starburst_executor.launch.fargate.launcher import FargateLauncher
+from starburst_executor.launch.fargate.launcher import FargateLauncher, _Pace
 from starburst_executor.storage.s3 import S3Store
 from starburst_executor.testing import FargateEmulator
+from starburst_executor.testing.aws_proxy import ProxyRequest
 
 from ...aws_fixtures import (  # noqa: F401
     REGION, boto, fargate, fargate_config, make_bucket, make_cluster, moto_server, sleeper, unique)
@@ -212,14 +214,52 @@ def test_run_task_pace_and_batching(fargate: FargateEmulator, launcher: FargateL
     same = {_keys.ENV_STORE_URL: store.url, _keys.ENV_WORKER_ID: "shared",
             _keys.ENV_IDLE_TIMEOUT: "0.2"}
     specs = [WorkerSpec("shared", same)] * 12 + [_idle_spec(store, 0.2) for _ in range(6)]
-    started = time.monotonic()
     results = launcher.launch(specs)
-    elapsed = time.monotonic() - started
     assert all(isinstance(r, TaskHandle) for r in results)
     assert len({r.task_id for r in results if isinstance(r, TaskHandle)}) == 18
-    # 12 identical specs: 2 calls (10 + 2); 6 distinct: 6 calls.
+    # 12 identical specs: 2 calls (10 + 2); 6 distinct: 6 calls, side by side (a burst).
     assert launcher.stats.requests["RunTask"] == 8
-    assert elapsed >= 7 / 15 * 0.9  # under 20 calls/s
+    _wait_stopped(launcher, [r for r in results if isinstance(r, TaskHandle)], 30)
+
+
+def test_the_pace_allows_a_burst_then_the_sustained_rate() -> None:
+    now = [100.0]
+    slept: list[float] = []
+
+    def sleep(seconds: float) -> None:
+        slept.append(round(seconds, 6))
+        now[0] += seconds
+
+    pace = _Pace(10.0, burst=4, clock=lambda: now[0], sleep=sleep)
+    for _ in range(6):
+        pace.wait()
+    assert slept == [0.1, 0.1]  # four at once, then one each 0.1 s
+    now[0] += 10.0  # idle: the bucket fills up again, but holds no more than four
+    for _ in range(5):
+        pace.wait()
+    assert slept == [0.1, 0.1, 0.1]
+
+
+def test_run_tasks_go_out_side_by_side(fargate: FargateEmulator, launcher: FargateLauncher,
+                                       store: S3Store) -> None:
+    fargate.runner = sleeper(0.2)
+    lock, both = threading.Lock(), threading.Event()
+    in_flight = [0]
+
+    def hold(request: ProxyRequest) -> None:
+        if request.operation == "RunTask":
+            with lock:
+                in_flight[0] += 1
+                if in_flight[0] >= 2:
+                    both.set()
+            both.wait(5)  # one after the other, each RunTask would wait here in vain
+            with lock:
+                in_flight[0] -= 1
+
+    fargate.proxy.add_hook(hold)
+    results = launcher.launch([_idle_spec(store, 0.2) for _ in range(3)])
+    assert all(isinstance(r, TaskHandle) for r in results)
+    assert both.is_set()  # two RunTask calls were in flight at once
     _wait_stopped(launcher, [r for r in results if isinstance(r, TaskHandle)], 30)
 
 
@@ -233,7 +273,10 @@ def test_states_of_faulty_tasks(fargate: FargateEmulator, launcher: FargateLaunc
     fargate.inject("cannot_pull")
     handles = [h for h in launcher.launch([_idle_spec(store) for _ in range(3)])
                if isinstance(h, TaskHandle)]
-    oom, spot, pull = _wait_stopped(launcher, handles, 30)
+    # The three RunTask calls go out side by side: which task got which fault is not known.
+    by_code = {s.stop_code: s for s in _wait_stopped(launcher, handles, 30)}
+    oom, spot = by_code["EssentialContainerExited"], by_code["SpotInterruption"]
+    pull = by_code["TaskFailedToStart"]
     assert oom.exit_code == 137 and oom.stop_code == "EssentialContainerExited"
     assert "OutOfMemoryError" in (oom.stopped_reason or "") and not oom.interrupted
     assert oom.started_at is not None and oom.stopped_at is not None
