@@ -264,6 +264,7 @@ class FargateEmulator:
         self._lock = threading.RLock()
         self._tasks: dict[str, EmulatedTask] = {}
         self._by_key: dict[str, EmulatedTask] = {}  # by the access key its container signs with
+        self._run_at: dict[str, float] = {}  # RunTask's answer, by task ARN, until adopted
         self._ignored: set[str] = set()
         self._faults: collections.deque[_Fault] = collections.deque()
         self._run_task_failures: collections.deque[tuple[str, str | None]] = collections.deque()
@@ -423,6 +424,14 @@ class FargateEmulator:
         return None
 
     def _on_response(self, request: ProxyRequest, status: int, body: bytes) -> None:
+        if request.operation == "RunTask" and request.service == "ecs" and status == 200:
+            # The cold start counts from here, not from when the data plane takes the task up
+            # (it starts containers one at a time: with twenty, the last seconds later).
+            now = time.time()
+            with self._lock:
+                for task in json.loads(body).get("tasks", []):
+                    if task["taskArn"] not in self._tasks:  # else taken up already
+                        self._run_at.setdefault(task["taskArn"], now)
         if request.operation == "StopTask" and request.service == "ecs" and status == 200:
             arn = json.loads(body).get("task", {}).get("taskArn")
             self._stop_requested(arn, request.json().get("reason"))
@@ -536,7 +545,9 @@ class FargateEmulator:
             env[pair["name"]] = pair["value"]
         command = tuple(overrides.get("command") or container_def.get("command") or ())
         record.spec = ContainerSpec(arn, str(container_def.get("image")), command, env)
-        record.starts_at = time.time() + self.cold_start
+        with self._lock:
+            run_at = min(self._run_at.pop(arn, time.time()), time.time())
+        record.starts_at = run_at + self.cold_start
         with self._lock:
             self._by_key[record.access_key] = record
         if self.cold_start <= 0:
