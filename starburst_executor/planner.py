@@ -19,7 +19,8 @@ from __future__ import annotations
 import dataclasses
 import math
 
-__all__ = ["BatchPolicy", "Estimates", "next_batch_size", "is_straggler", "split_by_bytes"]
+__all__ = ["BatchPolicy", "Estimates", "next_batch_size", "even_shares", "is_straggler",
+           "split_by_bytes"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +120,35 @@ def next_batch_size(
     # fewer workers share the rest, each batch at least as long as its overhead.
     least = math.ceil(max(per_batch, handoff or 0.0) / seconds_per_call)
     return max(1, min(worth, max(fair, least), remaining, policy.max_batch_items))
+
+
+def even_shares(free_in: list[float], per_call: list[float], waiting: int) -> list[int]:
+    """Share ``waiting`` calls among workers so that they finish together.
+
+    Worker ``i`` is free in ``free_in[i]`` seconds (what it holds, by the estimates) and runs
+    a call in ``per_call[i]`` seconds (a slow host: more).  Each gets the calls that bring it
+    up to a common finishing time, rounded down; the calls left by the rounding go one each
+    to the workers that would end them soonest, so that every call has a place and the first
+    worker to run dry has the next one.  Returns the calls of each worker, in the order given.
+    """
+    n = len(free_in)
+    if n == 0 or waiting <= 0:
+        return [0] * n
+    order = sorted(range(n), key=lambda i: free_in[i])
+    # The finishing time ("water level") reached when the k soonest free share the calls.
+    weight = offset = level = 0.0
+    for rank, i in enumerate(order):
+        weight += 1 / per_call[i]
+        offset += free_in[i] / per_call[i]
+        level = (waiting + offset) / weight
+        if rank + 1 == n or level <= free_in[order[rank + 1]]:
+            break
+    shares = [max(0, math.floor((level - free_in[i]) / per_call[i])) for i in range(n)]
+    # Fewer than one call each is left: to those whose one more call ends soonest.
+    ends = sorted(range(n), key=lambda i: free_in[i] + (shares[i] + 1) * per_call[i])
+    for i in ends[:max(0, waiting - sum(shares))]:
+        shares[i] += 1
+    return shares
 
 
 def is_straggler(elapsed: float, expected: float | None, overhead: float,

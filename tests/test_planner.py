@@ -3,6 +3,7 @@ from __future__ import annotations
 from starburst_executor.planner import (
     BatchPolicy,
     Estimates,
+    even_shares,
     is_straggler,
     next_batch_size,
     split_by_bytes,
@@ -110,3 +111,28 @@ def test_a_call_costs_at_least_its_own_transport() -> None:
     assert next_batch_size(10_000, 2, policy, seconds_per_call=1e-7, handoff=0.01) == 5000
     free = BatchPolicy(overhead_seconds=0.01, max_batch_items=100_000, min_call_seconds=0.0)
     assert next_batch_size(10_000, 2, free, seconds_per_call=1e-7, handoff=0.01) == 10_000
+
+
+# -- even shares --------------------------------------------------------------------------
+
+def test_even_shares_bring_every_worker_to_one_finishing_time() -> None:
+    assert even_shares([0.0] * 4, [2.0] * 4, 36) == [9, 9, 9, 9]
+    # Free in 0, 2 and 4 seconds, 2 s a call: 6 calls end all three at 6 s.
+    assert even_shares([0.0, 2.0, 4.0], [2.0] * 3, 6) == [3, 2, 1]
+
+
+def test_a_slow_worker_gets_a_share_in_proportion_to_its_speed() -> None:
+    assert even_shares([0.0, 0.0], [10.0, 2.0], 12) == [2, 10]
+
+
+def test_the_calls_left_by_rounding_go_where_they_end_soonest() -> None:
+    shares = even_shares([0.1 * i for i in range(20)], [2.0] * 20, 25)
+    assert sum(shares) == 25 and max(shares) == 2
+    assert shares[:5] == [2] * 5 and shares[5:] == [1] * 15
+    # A single call: to the worker free first, none to those holding their share already.
+    assert even_shares([5.0, 0.5, 3.0], [2.0] * 3, 1) == [0, 1, 0]
+
+
+def test_even_shares_of_nothing() -> None:
+    assert even_shares([1.0, 2.0], [1.0, 1.0], 0) == [0, 0]
+    assert even_shares([], [], 5) == []

@@ -6,8 +6,10 @@ Each turn of the manager, in order:
   pending calls, sized from the estimates of its function (``planner``);
 * while calls still wait and no more workers may start, a worker that runs (seen running,
   or its batch claimed) a batch whose calls have measured durations, or a batch running
-  longer than a hand-off (its calls are not trivial), gets one more queued behind it, so it goes on without waiting for the client (it stays revocable until claimed),
-  of at most its even share of the calls left (so the workers finish together);
+  longer than a hand-off (its calls are not trivial), gets one more queued behind it, so it
+  goes on without waiting for the client (it stays revocable until claimed): the worker
+  free soonest first, each of at most its even share of the calls left (``Outlook``: what
+  brings every worker to one finishing time, so the workers finish together);
 * with nothing left to form, an idle worker takes over a batch queued behind a busy one (the
   claim decides: revoked first, or already started), else, with ``rerun_stragglers``, a
   second copy of a batch running well past its estimate: the first result of each call wins,
@@ -17,7 +19,6 @@ Each turn of the manager, in order:
 from __future__ import annotations
 
 import collections
-import math
 import time
 from collections.abc import Callable
 
@@ -26,6 +27,7 @@ from ..planner import BatchPolicy, is_straggler
 from .batches import ASSIGNED, CLAIMED, Batch, Batcher
 from .claims import Claims
 from .ledger import Ledger
+from .outlook import Outlook
 from .workers import Worker, Workers
 
 __all__ = ["Dispatcher"]
@@ -45,6 +47,7 @@ class Dispatcher:
         self.inflight: dict[str, Batch] = {}
         self.retry: collections.deque[Batch] = collections.deque()
         self.waiting: Callable[[], int] = lambda: 0  # calls not in a batch yet (the manager's)
+        self.outlook = Outlook(workers, batcher.estimates, lambda: self.waiting())
 
     # -- giving out batches -----------------------------------------------------------------
 
@@ -60,62 +63,29 @@ class Dispatcher:
                 if not self.assign_next(worker):
                     return progress
                 progress = True
-        for worker in workers if may_queue else ():
-            head = worker.batch
-            # Only behind calls of measured duration: an unknown one may be long, and a call
-            # queued behind it would wait instead of going to the next free worker.
-            if head is not None and worker.queued is None and (self._timed(head) and (
-                    head.claim == CLAIMED or worker.started) or self._long(head)):
-                if not self.assign_next(worker, self._even_share(worker)):
-                    break
-                progress = True
+        queueing = [w for w in workers if may_queue and w.batch is not None and w.queued is None
+                    and self._may_queue_behind(w.batch, w)]
+        if not queueing:
+            return progress
+        free_in, shares = self.outlook.even_shares()
+        # The worker that runs dry first gets its next calls first.
+        for worker in sorted(queueing, key=lambda w: free_in[w.worker_id]):
+            most = shares.get(worker.worker_id)
+            if most == 0:
+                continue  # its share is held already: the others finish no later
+            if worker.last_end is None:
+                most = 1  # none of its calls ended yet: how fast a host it is, is not known
+            if not self.assign_next(worker, most):
+                break
+            progress = True
         return progress
 
-    def _even_share(self, worker: Worker) -> int | None:
-        """The most calls ``worker`` may take on top of what it holds, so that the workers
-        finish together: its share of every unfinished call, in proportion to its speed (a
-        worker whose calls run five times longer than their estimates takes a fifth), less
-        the calls it holds already."""
-        def held(w: Worker) -> int:
-            return sum(len(b.futures) for b in (w.batch, w.queued) if b is not None)
-
-        total = sum(held(w) for w in self._workers.live()) + self.waiting()
-        share = math.ceil(total / self._sharers(worker))
-        head = worker.batch
-        if head is not None and head.digest_of:
-            expected = self._expected(head)
-            if expected is not None and \
-                    expected / len(head.digest_of) * share < self._batcher.estimates.handoff:
-                return None  # a share is less work than a hand-off: batch as the planner says
-        return max(1, share - held(worker))
-
-    def _sharers(self, worker: Worker) -> float:
-        """How many workers of ``worker``'s speed would do what all of them do together (the
-        work is planned for ``share`` workers; those not started count at pace 1)."""
-        live = self._workers.live()
-        speed = sum(1 / self._pace(w) for w in live) + max(0, self._workers.share - len(live))
-        return max(1.0, self._pace(worker) * speed)
-
-    def _pace(self, worker: Worker) -> float:
-        """Its measured pace, or more while its running batch is already past its estimate
-        (a slow host shows before its first result does)."""
-        head = worker.batch
-        expected = self._expected(head) if head is not None and head.claim == CLAIMED else None
-        if head is None or not expected:
-            return worker.pace
-        return max(worker.pace, min((time.monotonic() - head.claimed_at) / expected, 100.0))
-
-    def _long(self, batch: Batch) -> bool:
-        """Whether ``batch``, of calls not timed yet, has run longer than a hand-off: its
-        calls are not trivial, and one more queued behind it spares its worker a poll."""
-        return batch.claim == CLAIMED and \
-            time.monotonic() - batch.claimed_at > self._batcher.estimates.handoff
-
-    def _timed(self, batch: Batch) -> bool:
-        """Whether every call of ``batch`` has a measured duration (only then is a batch
-        queued behind it)."""
-        estimates = self._batcher.estimates
-        return all(estimates.seconds_per_call(d) is not None for d in batch.digest_of.values())
+    def _may_queue_behind(self, head: Batch, worker: Worker) -> bool:
+        """Only behind calls of measured duration (an unknown one may be long, and a call
+        queued behind it would wait instead of going to the next free worker), or behind a
+        batch that has run longer than a hand-off."""
+        return self.outlook.timed(head) and (head.claim == CLAIMED or worker.started) or \
+            self.outlook.long(head)
 
     def assign_next(self, worker: Worker, most: int | None = None) -> bool:
         """Give ``worker`` the next batch, if there is one, of at most ``most`` calls (never
@@ -129,7 +99,7 @@ class Dispatcher:
             if self.retry and (limit is None or len(self.retry[0].futures) <= limit):
                 batch = self.retry.popleft()
             else:
-                formed = self._batcher.form(round(self._sharers(worker)), limit)
+                formed = self._batcher.form(round(self.outlook.sharers(worker)), limit)
                 if formed is None:
                     if self.retry and worker.batch is None:  # too large for what it has left
                         self._workers.retire(worker, "max_tasks_per_child: too few calls left "
@@ -199,37 +169,8 @@ class Dispatcher:
         return None
 
     def next_due(self) -> float | None:
-        """Seconds until the first running batch is expected to end (by its calls' measured
-        durations; 0 while one is late by less than its expected length, plus a second), so
-        the manager looks for its results then rather than a backoff later; ``None`` if
-        none is due."""
-        now, due = time.monotonic(), None
-        for worker in self._workers.live():
-            head, queued = worker.batch, worker.queued
-            if head is None or head.claim != CLAIMED or head.worker is not worker:
-                continue
-            if self._expected(head) is None and \
-                    now - head.claimed_at < 4 * self._workers.poll_max:
-                return 0.0  # its calls are not timed yet: its first results teach the most
-            end = head.claimed_at
-            for batch in (head, queued):  # the queued one starts as the head ends
-                expected = self._expected(batch) if batch is not None else None
-                if expected is None:
-                    break
-                end += expected
-                left = end - now
-                if left > -expected - 1.0 and (due is None or left < due):
-                    due = max(0.0, left)
-        return due
-
-    def _expected(self, batch: Batch) -> float | None:
-        expected = 0.0
-        for digest in batch.digest_of.values():
-            per_call = self._batcher.estimates.seconds_per_call(digest)
-            if per_call is None:
-                return None
-            expected += per_call
-        return expected
+        """See :meth:`Outlook.next_due`."""
+        return self.outlook.next_due()
 
     # -- stragglers -------------------------------------------------------------------------
 
@@ -242,7 +183,7 @@ class Dispatcher:
             if batch is None or batch.claim != CLAIMED or batch.other is not None or \
                     not batch.futures or batch.worker is not worker:
                 continue
-            expected = self._expected(batch)
+            expected = self.outlook.expected(batch)
             elapsed = now - batch.claimed_at
             if expected is not None and elapsed - expected > worst_over and \
                     is_straggler(elapsed, expected, estimates.overhead, self._policy):
@@ -278,16 +219,24 @@ class Dispatcher:
             self._claims.confirm(batch, part.attempt)
         if not records or worker is None:
             return
+        paced = worker.last_end is not None  # else its first results: no pace known yet
         for record in records:
             digest = batch.digest_of.get(record.item_id)
             seconds = record.finished - record.started
             estimate = self._batcher.estimates.seconds_per_call(digest) if digest else None
             if estimate is not None and estimate > 0.05:  # trivial calls say nothing of pace
                 pace = min(max(seconds / estimate, 0.1), 100.0)
-                worker.pace = 0.7 * worker.pace + 0.3 * pace
+                worker.pace = 0.7 * worker.pace + 0.3 * pace if paced else pace
+                paced = True
             self._batcher.observe(digest, seconds)
         first = part.attempt != batch.seen_attempt
         batch.seen_attempt = part.attempt
+        if first and batch.worker is worker and batch.other is None:
+            # It started when its first call did, not when its claim was seen (up to a poll
+            # later): from then on its end, and its worker's pace, are reckoned right.
+            ago = time.time() - min(r.started for r in records)
+            batch.claimed_at = max(batch.assigned_at,
+                                   min(batch.claimed_at, time.monotonic() - max(0.0, ago)))
         if first and batch.queued and worker.last_end is not None:
             # Queued behind the previous batch: the gap between them is all overhead.
             gap = min(r.started for r in records) - worker.last_end

@@ -171,9 +171,9 @@ class Manager(threading.Thread):
                 delay = poll_min
             else:
                 delay = min(delay * 1.6, poll_max) * random.uniform(0.9, 1.1)
-            due = self._dispatcher.next_due()  # a batch expected to end: look right after
+            due = self._dispatcher.next_due()  # e.g. a batch expected to end: right after
             if due is not None:
-                delay = min(delay, due + poll_min / 4 if due > 0 else poll_min)
+                delay = min(delay, due)
 
     def _waiting(self) -> int:
         with self._intake.lock:

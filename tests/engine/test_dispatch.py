@@ -3,6 +3,9 @@ Driven with the real batcher and claims on a memory store and a scripted launche
 
 from __future__ import annotations
 
+import time
+
+from starburst_executor import payload
 from starburst_executor.config import load_config
 from starburst_executor.engine import Ledger
 from starburst_executor.engine.batches import Batcher
@@ -42,6 +45,7 @@ def test_a_running_worker_gets_a_queued_batch_once_durations_are_known() -> None
     assert workers.unclaimed() == [] and not workers.any_started()  # no LIST while starting
     dispatcher.fill(live, work_left=True, may_queue=True)
     assert all(w.queued is None for w in live)  # not seen running, nothing measured
+    assert dispatcher.next_due() == workers.poll_max / 2  # starting: look now and then
     head = live[0].batch
     assert head is not None
     (digest,) = set(head.digest_of.values())
@@ -49,13 +53,14 @@ def test_a_running_worker_gets_a_queued_batch_once_durations_are_known() -> None
     workers.watch()  # the launcher says they run
     assert workers.news and workers.any_started()
     dispatcher.fill(live, work_left=True, may_queue=True)
-    # Six calls on two workers: at most three each, one of them held already (and the
-    # planner's fair share of the four left for the second).
-    assert [len(w.queued.futures) for w in live if w.queued] == [2, 1]
-    assert dispatcher.next_due() is None  # none claimed yet
-    claims.confirm(head, head.attempt)
+    # No call of theirs ended yet (how fast a host each is, is not known): one call each.
+    assert [len(w.queued.futures) for w in live if w.queued] == [1, 1]
+    assert dispatcher.next_due() == workers.poll_min  # they run, no claim seen: look soon
+    for worker in live:
+        assert worker.batch is not None
+        claims.confirm(worker.batch, worker.batch.attempt)
     due = dispatcher.next_due()
-    assert due is not None and 0 < due <= 1.0
+    assert due is not None and 0.5 < due <= 1.0 + workers.poll_min / 4  # just after the end
 
 
 def test_a_slow_worker_takes_a_smaller_share() -> None:
@@ -67,8 +72,65 @@ def test_a_slow_worker_takes_a_smaller_share() -> None:
     (digest,) = set(slow.batch.digest_of.values())
     batcher.observe(digest, 1.0)
     slow.pace = 4.0  # its calls ran four times longer than their estimate
+    fast.last_end = slow.last_end = time.time()  # a call of each has ended
     workers.watch()
     dispatcher.fill([slow, fast], work_left=True, may_queue=True)
     assert slow.queued is not None and fast.queued is not None
     # 20 calls at speeds 1/4 and 1: the slow one's share is 4 of them, the fast one's 16.
     assert len(slow.queued.futures) + 1 <= 4 < len(fast.queued.futures) + 1
+
+
+def test_the_calls_left_go_first_to_the_worker_free_soonest() -> None:
+    batcher, claims, workers, dispatcher = _dispatch_of(3)
+    nearly_done, just_started = workers.launch(2)[0]
+    dispatcher.fill([nearly_done, just_started], work_left=True, may_queue=True)
+    assert nearly_done.batch is not None and just_started.batch is not None
+    (digest,) = set(nearly_done.batch.digest_of.values())
+    batcher.observe(digest, 10.0)
+    workers.watch()
+    for worker in (nearly_done, just_started):
+        assert worker.batch is not None
+        claims.confirm(worker.batch, worker.batch.attempt)
+    nearly_done.batch.claimed_at -= 9.0  # free in a second; the other in ten
+    nearly_done.last_end = just_started.last_end = time.time()  # both ran calls before
+    dispatcher.fill([just_started, nearly_done], work_left=True, may_queue=True)
+    # One call left: behind the worker that runs dry first; the other's share is what it
+    # holds (queued behind it, the call would end nine seconds later).
+    assert nearly_done.queued is not None and len(nearly_done.queued.futures) == 1
+    assert just_started.queued is None
+
+
+def test_a_batch_is_dated_from_its_first_call_not_from_when_its_claim_was_seen() -> None:
+    _, claims, workers, dispatcher = _dispatch_of(2)
+    (worker,), _ = workers.launch(1)
+    dispatcher.fill([worker], work_left=True, may_queue=True)
+    batch = worker.batch
+    assert batch is not None
+    batch.assigned_at -= 10.0  # assigned ten seconds ago
+    claims.confirm(batch, batch.attempt)  # its claim seen only now
+    seen = batch.claimed_at
+    (item_id,) = batch.futures
+    now = time.time()
+    part = payload.ResultPart(batch.batch_id, batch.attempt, worker.worker_id,
+                              [payload.encode_value(item_id, 0, now - 3.0, now - 1.0)])
+    dispatcher.observe(batch, part, worker)
+    assert seen - 3.5 < batch.claimed_at < seen - 2.5  # its call started three seconds ago
+
+
+def test_a_workers_first_results_set_its_pace_outright() -> None:
+    batcher, claims, workers, dispatcher = _dispatch_of(2)
+    (worker,), _ = workers.launch(1)
+    dispatcher.fill([worker], work_left=True, may_queue=True)
+    batch = worker.batch
+    assert batch is not None
+    (digest,) = set(batch.digest_of.values())
+    batcher.observe(digest, 2.0)  # other workers' calls of it took two seconds
+    claims.confirm(batch, batch.attempt)
+    (item_id,) = batch.futures
+    now = time.time()
+    part = payload.ResultPart(batch.batch_id, batch.attempt, worker.worker_id,
+                              [payload.encode_value(item_id, 0, now - 10.0, now)])
+    dispatcher.observe(batch, part, worker)
+    # A slow host: five times the estimate, known from its first call (not averaged with
+    # the 1.0 it was assumed to have), so that it is not given a full share meanwhile.
+    assert 4.0 < worker.pace <= 5.0

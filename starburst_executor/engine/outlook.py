@@ -1,0 +1,151 @@
+"""What the estimates say of the workers and their batches: how long a batch runs, when each
+worker is free, the share of the calls left each should take, when results are due.
+
+Read-only views for the dispatcher and the manager's loop (the manager thread's only).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from .. import planner
+from ..planner import Estimates
+from .batches import ASSIGNED, CLAIMED, Batch
+from .workers import Worker, Workers
+
+__all__ = ["Outlook"]
+
+
+class Outlook:
+    """Estimates applied to the live workers (see the module docstring)."""
+
+    def __init__(self, workers: Workers, estimates: Estimates,
+                 waiting: Callable[[], int]) -> None:
+        self._workers = workers
+        self._estimates = estimates
+        self._waiting = waiting  # calls not in a batch yet
+
+    def even_shares(self) -> tuple[dict[str, float], dict[str, int | None]]:
+        """When each live worker is free (seconds, by the estimates and its pace), and the most
+        calls each may take on top of what it holds so that all finish together (a worker
+        whose calls run five times longer than their estimates takes a fifth; ``None``: as
+        the planner says, when its calls are not timed or its share is shorter than the gap
+        between two batches).  Workers planned but not started count as free now, at pace 1."""
+        now = time.monotonic()
+        free_in: dict[str, float] = {}
+        per_call: dict[str, float] = {}
+        for worker in self._workers.live():
+            head, pace, left = worker.batch, self.pace(worker), 0.0
+            each = self.per_call(head) if head is not None else None
+            for batch in (head, worker.queued):
+                if batch is not None:
+                    expected = self.expected(batch)
+                    if expected is None:
+                        expected = (each or 0.0) * len(batch.futures)
+                    if batch is head and head.claim == CLAIMED:
+                        expected = max(0.0, expected * pace - (now - head.claimed_at)) / pace
+                    left += expected * pace
+            free_in[worker.worker_id] = left
+            if each:
+                per_call[worker.worker_id] = each * pace
+        if not per_call:
+            return free_in, {}
+        typical = sum(per_call.values()) / len(per_call)
+        ids = list(free_in) + [""] * max(0, self._workers.share - len(free_in))
+        counts = planner.even_shares([free_in.get(i, 0.0) for i in ids],
+                                     [per_call.get(i, typical) for i in ids], self._waiting())
+        # A queued batch runs right after the one before it: the gap between them is the
+        # overhead that counts (a hand-off to an idle worker costs more, but none is made).
+        gap = self._estimates.overhead
+        shares: dict[str, int | None] = {
+            i: None if i not in per_call or 0 < n * per_call[i] < gap else n
+            for i, n in zip(ids, counts) if i}
+        return free_in, shares
+
+    def per_call(self, batch: Batch) -> float | None:
+        expected = self.expected(batch)
+        return expected / len(batch.digest_of) if expected is not None and batch.digest_of \
+            else None
+
+    def sharers(self, worker: Worker) -> float:
+        """How many workers of ``worker``'s speed would do what all of them do together (the
+        work is planned for ``share`` workers; those not started count at pace 1)."""
+        live = self._workers.live()
+        speed = sum(1 / self.pace(w) for w in live) + max(0, self._workers.share - len(live))
+        return max(1.0, self.pace(worker) * speed)
+
+    def pace(self, worker: Worker) -> float:
+        """Its measured pace, or more while its running batch is already past its estimate
+        (a slow host shows before its first result does)."""
+        head = worker.batch
+        expected = self.expected(head) if head is not None and head.claim == CLAIMED else None
+        if head is None or not expected:
+            return worker.pace
+        return max(worker.pace, min((time.monotonic() - head.claimed_at) / expected, 100.0))
+
+    def long(self, batch: Batch) -> bool:
+        """Whether ``batch``, of calls not timed yet, has run longer than a hand-off: its
+        calls are not trivial, and one more queued behind it spares its worker a poll."""
+        return batch.claim == CLAIMED and \
+            time.monotonic() - batch.claimed_at > self._estimates.handoff
+
+    def timed(self, batch: Batch) -> bool:
+        """Whether every call of ``batch`` has a measured duration (only then is a batch
+        queued behind it)."""
+        estimates = self._estimates
+        return all(estimates.seconds_per_call(d) is not None for d in batch.digest_of.values())
+
+    def next_due(self) -> float | None:
+        """Seconds until the manager should look at the store again, or ``None`` if nothing
+        is due (then it backs off):
+
+        * a worker still starting: half the longest poll (a cold start is half a minute;
+          the moment it runs is seen within seconds, not after a long backoff);
+        * a running worker whose batch is not seen claimed, or whose calls are not timed yet
+          (its first results teach the most): the shortest poll;
+        * a batch expected to end (by its calls' measured durations): just after, then while
+          it is late by less than its length plus a second, the shortest poll, or a quarter
+          of it when nothing is queued behind it (its worker waits for the client, or these
+          are the last results the caller waits for).
+        """
+        poll_min, now, due = self._workers.poll_min, time.monotonic(), None
+
+        def soon(seconds: float) -> None:
+            nonlocal due
+            due = seconds if due is None else min(due, seconds)
+
+        for worker in self._workers.live():
+            head, queued = worker.batch, worker.queued
+            if head is None or head.worker is not worker:
+                continue
+            if head.claim == ASSIGNED:
+                soon(poll_min if worker.started or worker.warm else self._workers.poll_max / 2)
+                continue
+            if head.claim != CLAIMED:
+                continue
+            if self.expected(head) is None:
+                if now - head.claimed_at < 4 * self._workers.poll_max:
+                    soon(poll_min)
+                continue
+            end = head.claimed_at
+            for batch in (head, queued):  # the queued one starts as the head ends
+                expected = self.expected(batch) if batch is not None else None
+                if expected is None:
+                    break
+                end += expected
+                left = end - now
+                if left > 0:
+                    soon(left + poll_min / 4)
+                elif left > -expected - 1.0:
+                    soon(poll_min / 4 if batch is head and queued is None else poll_min)
+        return due
+
+    def expected(self, batch: Batch) -> float | None:
+        expected = 0.0
+        for digest in batch.digest_of.values():
+            per_call = self._estimates.seconds_per_call(digest)
+            if per_call is None:
+                return None
+            expected += per_call
+        return expected

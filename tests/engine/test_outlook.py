@@ -1,0 +1,39 @@
+"""The outlook: when results are due, from the estimates and what each worker holds."""
+
+from __future__ import annotations
+
+from .test_dispatch import _dispatch_of
+
+
+def test_late_results_with_no_batch_behind_them_are_looked_for_more_often() -> None:
+    batcher, claims, workers, dispatcher = _dispatch_of(4)
+    first, second = workers.launch(2)[0]
+    dispatcher.fill([first, second], work_left=True, may_queue=True)
+    assert first.batch is not None and second.batch is not None
+    (digest,) = set(first.batch.digest_of.values())
+    batcher.observe(digest, 1.0)
+    workers.watch()
+    for worker in (first, second):
+        assert worker.batch is not None
+        claims.confirm(worker.batch, worker.batch.attempt)
+        worker.batch.claimed_at -= 1.5  # both late by half a second
+    outlook = dispatcher.outlook
+    dispatcher.fill([first, second], work_left=True, may_queue=True)
+    assert first.queued is not None and second.queued is not None
+    # Each goes on with its queued batch: the late results can wait for the next poll.
+    assert outlook.next_due() == workers.poll_min
+    for worker in (first, second):
+        assert worker.queued is not None
+        claims.revoke(worker.queued)
+        workers.release(worker, worker.queued)
+    # Nothing behind them: each worker waits for the client (or these are the last results).
+    assert outlook.next_due() == workers.poll_min / 4
+
+
+def test_a_worker_still_starting_is_looked_at_now_and_then() -> None:
+    _, _, workers, dispatcher = _dispatch_of(2)
+    live, _ = workers.launch(2)
+    dispatcher.fill(live, work_left=True, may_queue=True)
+    assert dispatcher.outlook.next_due() == workers.poll_max / 2
+    workers.watch()  # seen running: its claim comes any moment
+    assert dispatcher.outlook.next_due() == workers.poll_min
