@@ -64,6 +64,7 @@ from ..storage import ObjectStore
 from .batches import Batch, Batcher
 from .claims import Claims
 from .dispatch import Dispatcher
+from .fanout import Fanout
 from .intake import Intake
 from .ledger import Ledger, Usage
 from .results import ResultReader, settle_records
@@ -120,8 +121,9 @@ class Manager(threading.Thread):
         # A worker running nothing looks for work at best every poll_min: a hand-off's least.
         self._batcher.estimates.handoff = max(settings.policy.overhead_seconds,
                                               launcher.poll_interval[0])
+        self._fanout = Fanout(store)  # round trips side by side on a remote store
         self._workers = Workers(store, launcher, settings.config, settings.max_workers, ledger,
-                                secret=settings.secret)
+                                secret=settings.secret, fanout=self._fanout)
         self._workers.initializer = settings.initializer
         self._claims = Claims(store, intake.wake)
         self._dispatcher = Dispatcher(self._workers, self._batcher, self._claims, ledger,
@@ -129,7 +131,7 @@ class Manager(threading.Thread):
         self._dispatcher.waiting = self._waiting
         self._inflight: dict[str, Batch] = self._dispatcher.inflight
         self._retry: collections.deque[Batch] = self._dispatcher.retry
-        self._results = ResultReader(store, secret=settings.secret)
+        self._results = ResultReader(store, secret=settings.secret, fanout=self._fanout)
         self._session = _SessionRecord(store, settings)
 
     def usage(self, calls: int) -> Usage:
@@ -311,10 +313,11 @@ class Manager(threading.Thread):
             self._dispatcher.cancel_unstarted()
         self._claims.look(self._workers.unclaimed())
         live = self._workers.live()
-        progress |= self._dispatcher.fill(self._workers.usable(live), self._has_work(),
-                                          self._workers.room(len(live)) <= 0)
-        if self._has_work() and self._workers.may_launch():
-            progress |= self._launch_workers(len(live))
+        with self._workers.together():  # this turn's assignments go out side by side
+            progress |= self._dispatcher.fill(self._workers.usable(live), self._has_work(),
+                                              self._workers.room(len(live)) <= 0)
+            if self._has_work() and self._workers.may_launch():
+                progress |= self._launch_workers(len(live))
         return progress
 
     def _launch_workers(self, live: int) -> bool:
@@ -390,6 +393,7 @@ class Manager(threading.Thread):
                 if self._settings.delete_session:
                     self._store.delete_prefix("")
             finally:
+                self._fanout.close()
                 self._store.close()
                 if self._intake.progress is not None:
                     self._intake.progress.close()

@@ -8,18 +8,14 @@ manager's turn (and every assignment in it) for seconds.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 from .. import _gc, _keys, _output, payload
 from ..errors import SerializationError, StarburstError, StoreError
 from ..storage import ObjectStore
 from .batches import Batch
+from .fanout import Fanout
 from .intake import Intake
 
 __all__ = ["ResultReader", "settle_records"]
-
-_FETCHERS = 8  # GETs in flight at once
-
 
 class ResultReader:
     """Finds and reads the result parts written since the last look (manager thread only).
@@ -27,8 +23,10 @@ class ResultReader:
     ``secret`` is the session's: a part is unpickled only once its MAC for its key checks out.
     """
 
-    def __init__(self, store: ObjectStore, *, secret: bytes) -> None:
+    def __init__(self, store: ObjectStore, *, secret: bytes,
+                 fanout: Fanout | None = None) -> None:
         self._store = store
+        self._fanout = fanout or Fanout(store)
         self._secret = secret
         self._seen: set[str] = set()
         self._fetched: dict[str, bytes | StoreError] = {}
@@ -43,13 +41,8 @@ class ResultReader:
         if len(self._seen) > 4 * len(keys) + 1000:
             self._seen.intersection_update(keys)
         self._fetched.clear()
-        if len(fresh) > 1:
-            try:
-                with ThreadPoolExecutor(min(_FETCHERS, len(fresh)),
-                                        thread_name_prefix="starburst-fetch") as pool:
-                    self._fetched = dict(zip(fresh, pool.map(self._get, fresh)))
-            except RuntimeError:  # no new thread at interpreter exit: read() fetches them
-                self._fetched.clear()
+        if len(fresh) > 1 and self._fanout.remote:  # side by side; read() fetches the rest
+            self._fetched = dict(zip(fresh, self._fanout.each(self._get, fresh)))
         return fresh
 
     def _get(self, key: str) -> bytes | StoreError:

@@ -7,10 +7,11 @@ its first batch is pickled and uploaded, and polls for that assignment like for 
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from .. import _auth, _keys, payload
@@ -20,6 +21,7 @@ from ..errors import LaunchError, WorkerLost
 from ..launch.base import LaunchFailure, Launcher, TaskHandle, TaskPhase, TaskState, WorkerSpec
 from ..storage import ObjectStore
 from .batches import ASSIGNED, CLAIMED, Batch
+from .fanout import Fanout
 from .ledger import Ledger
 
 __all__ = ["Worker", "Workers"]
@@ -57,8 +59,11 @@ class Workers:
     """
 
     def __init__(self, store: ObjectStore, launcher: Launcher, config: Config,
-                 max_workers: int, ledger: Ledger, *, secret: bytes) -> None:
+                 max_workers: int, ledger: Ledger, *, secret: bytes,
+                 fanout: Fanout | None = None) -> None:
         self._store = store
+        self._fanout = fanout or Fanout(store)
+        self._writes: list[tuple[str, bytes]] | None = None  # held by together()
         self._secret = secret
         self._launcher = launcher
         self._config = config
@@ -183,7 +188,11 @@ class Workers:
             order = payload.Assignment(batch.batch_id, batch.attempt, frozenset(batch.done_ids),
                                        batch=batch.body)
             key = _keys.assign_key(worker.worker_id, worker.seq)
-            self._store.put(key, order.encode(key=key, secret=self._secret))
+            data = order.encode(key=key, secret=self._secret)
+            if self._writes is None:
+                self._store.put(key, data)
+            else:
+                self._writes.append((key, data))  # revocable meanwhile, as once written
         worker.seq += 1
         if worker.batch is None:
             worker.batch = batch
@@ -195,6 +204,17 @@ class Workers:
         for future in batch.futures.values():
             future.metadata.attempts = batch.attempt
             future.metadata.worker_id = worker.worker_id
+
+    @contextlib.contextmanager
+    def together(self) -> Iterator[None]:
+        """Hold the assignments made in this block and write them side by side as it ends
+        (a remote store's round trips overlap)."""
+        self._writes = []
+        try:
+            yield
+        finally:
+            writes, self._writes = self._writes, None
+        self._fanout.each(lambda write: self._store.put(*write), writes)
 
     def release(self, worker: Worker, batch: Batch) -> None:
         """``batch`` no longer needs ``worker``: its queued batch, if any, moves up."""

@@ -27,6 +27,14 @@ def memory_store() -> MemoryStore:
     return MemoryStore(f"engine-test-{next(_names)}")
 
 
+def remote_memory_store() -> MemoryStore:
+    """A memory store that passes for a remote one (its URL is an S3 one): round trips to it
+    go side by side (``engine.fanout``)."""
+    store = memory_store()
+    store.url = f"s3://engine-test/{store.url.rsplit('/', 1)[-1]}"
+    return store
+
+
 def intake_with(fn: Callable[..., Any], arg_tuples: Sequence[tuple[Any, ...]],
                 chunksize: int | None = None) -> tuple[Intake, list[StarburstFuture[Any]]]:
     """An intake whose pending queue holds ``fn(*args)`` for each of ``arg_tuples``."""

@@ -54,6 +54,21 @@ def test_assign_writes_the_next_attempt_without_the_calls_done() -> None:
     assert worker.batch is batch and batch.worker is worker
 
 
+def test_assignments_made_together_are_written_as_the_block_ends() -> None:
+    workers, _ = _workers(ScriptedLauncher())
+    started, _ = workers.launch(2)
+    store = workers._store
+    keys = [_keys.assign_key(w.worker_id, 0) for w in started]
+    with workers.together():
+        for i, worker in enumerate(started):
+            workers.assign(worker, Batch(f"b00000000{i}", {}))
+        assert [k for k in keys if k in store.list("")] == []
+        assert started[0].batch is not None  # assigned (and revocable) already
+    assert [k for k in keys if k in store.list("")] == keys
+    workers.assign(started[0], Batch("b000000009", {}))  # outside a block: at once
+    assert _keys.assign_key(started[0].worker_id, 1) in store.list("")
+
+
 def test_stop_all_ends_every_span() -> None:
     launcher = ScriptedLauncher()
     workers, ledger = _workers(launcher)
