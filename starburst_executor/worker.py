@@ -94,26 +94,36 @@ class Worker:
             return _queue.QueueServer(self, _log, _PartWriter).serve()
         failed = self._initialize()
         seq = 0
-        while True:
-            assignment = self._next_assignment(seq)
-            if assignment is None:
-                _log(f"{self.worker_id}: idle for {self.idle_timeout:g}s, exiting")
-                return 0
-            if assignment.stop:
-                _log(f"{self.worker_id}: stop order received, exiting")
-                return 0
-            if failed is not None:
-                # Said through the batch's results, which the client reads anyway.
-                self._fail_whole_batch(assignment, failed)
-                return 1
-            if self._claim(assignment):
-                self._run_batch(assignment)
-            seq += 1
+        finishing: Callable[[], None] = _nothing  # waits for the last batch's last part
+        try:
+            while True:
+                assignment = self._next_assignment(seq)
+                if assignment is None:
+                    _log(f"{self.worker_id}: idle for {self.idle_timeout:g}s, exiting")
+                    return 0
+                if assignment.stop:
+                    _log(f"{self.worker_id}: stop order received, exiting")
+                    return 0
+                if failed is not None:
+                    # Said through the batch's results, which the client reads anyway.
+                    self._fail_whole_batch(assignment, failed)
+                    return 1
+                claimed = self._claim(assignment)
+                # Its results were written meanwhile (on a remote store, a round trip or two
+                # saved between two batches); they are out before the next batch starts.
+                wait, finishing = finishing, _nothing
+                wait()
+                if claimed:
+                    finishing = self._run_batch(assignment)
+                seq += 1
+        finally:
+            finishing()  # out before the worker exits, whatever ends it
 
     def _next_assignment(self, seq: int) -> payload.Assignment | None:
         key = _keys.assign_key(self.worker_id, seq)
         deadline = time.monotonic() + self.idle_timeout
         delay = self.poll_min  # every poll of a remote store is a billed request
+        polls = 0
         while True:
             try:
                 # One that fails its check ends this worker (IntegrityError): its batch is
@@ -126,7 +136,9 @@ class Worker:
             if left <= 0:
                 return None
             time.sleep(min(delay * random.uniform(0.8, 1.2), left))
-            delay = min(delay * 1.5, self.poll_max)
+            polls += 1
+            if polls >= _EAGER_POLLS:  # the next batch is most likely in the first seconds
+                delay = min(delay * 1.5, self.poll_max)
 
     def _claim(self, assignment: payload.Assignment) -> bool:
         """Start an attempt only by creating its claim: the client may have revoked it first."""
@@ -170,7 +182,8 @@ class Worker:
         writer.add(payload.encode_exception(payload.WHOLE_BATCH, error, 0.0, 0.0))
         writer.flush(final=True)
 
-    def _run_batch(self, assignment: payload.Assignment) -> None:
+    def _run_batch(self, assignment: payload.Assignment) -> Callable[[], None]:
+        """Run the batch; return what waits for its last part to be written."""
         batch_id, attempt = assignment.batch_id, assignment.attempt
         writer = _PartWriter(self, batch_id, attempt)
         try:
@@ -186,13 +199,13 @@ class Worker:
             _log(f"{self.worker_id}: refusing batch {batch_id}: {error}")
             writer.add(payload.encode_exception(payload.WHOLE_BATCH, error, 0.0, 0.0, ""))
             writer.flush(final=True)
-            return
+            return _nothing
         _log(f"{self.worker_id}: batch {batch_id} attempt {attempt}: {len(batch.calls)} calls")
         writer.last_flush = time.monotonic()  # fetching is not running: no part is due yet
         for call in batch.calls:
             if call.item_id not in assignment.skip:
                 writer.add(self._run_call(call, functions[call.fn_index]))
-        writer.flush(final=True)
+        return writer.finish()
 
     def _run_call(self, call: payload.Call, fn: Callable[..., Any]) -> payload.ResultRecord:
         started = time.time()
@@ -214,6 +227,10 @@ class Worker:
         return record
 
 
+def _nothing() -> None:
+    pass
+
+
 def _call(item_id: int, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
           started: float, limit: int | None = None) -> payload.ResultRecord:
     try:
@@ -229,6 +246,10 @@ def _unpickling_error(what: str, worker_id: str, exc: Exception) -> Serializatio
     text = hint if hint.startswith(cause) else f"{cause}; {hint}"
     return SerializationError(f"{what} could not be unpickled on worker {worker_id}: {text}")
 
+
+# Polls at the shortest interval after a batch, before backing off: the client writes the
+# next assignment within a poll or two of seeing the last results.
+_EAGER_POLLS = 3
 
 # A part is written at the latest after this many results, so the client can take in the
 # first results of a long batch of quick calls while the worker runs the rest.
@@ -282,6 +303,35 @@ class _PartWriter:
             if final and not self.records and self.part:
                 return  # every result is out already: an empty last part would cost a request
             self._write(final=final)
+
+    def finish(self) -> Callable[[], None]:
+        """Write the last part on a thread of its own (on a remote store), while the worker
+        looks for its next batch; return what waits for it (and raises what writing it
+        raised)."""
+        self._closed.set()
+        self._flusher.join()
+        if not self.records and self.part:
+            return _nothing  # every result is out already
+        if self.worker.store.url.startswith(("file:", "memory:")):
+            self.flush(final=True)  # microseconds: nothing to overlap
+            return _nothing
+        failed: list[BaseException] = []
+
+        def write() -> None:
+            try:
+                self.flush(final=True)
+            except BaseException as exc:  # raised in the worker's thread, by wait()
+                failed.append(exc)
+
+        writing = threading.Thread(target=write, name="starburst-last-part", daemon=True)
+        writing.start()
+
+        def wait() -> None:
+            writing.join()
+            if failed:
+                raise failed[0]
+
+        return wait
 
     def _write(self, *, final: bool) -> None:
         part = payload.ResultPart(

@@ -7,6 +7,7 @@ import pickle
 import struct
 import subprocess
 import sys
+import threading
 import time
 from typing import Any
 
@@ -162,3 +163,39 @@ def test_a_long_batch_of_quick_calls_is_written_in_parts_of_2000(store: MemorySt
     assert [len(p.records) for p in parts] == [2000, 2000, 500]
     assert [p.final for p in parts] == [False, False, True]
     assert _results(store) == {i: (True, i + 1) for i in range(4500)}
+
+
+class _SlowRemoteStore(MemoryStore):
+    """Passes for S3; a result part's PUT waits until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__(f"worker-test-{next(_names)}")
+        self.url = "s3://bucket/worker-test"
+        self.release = threading.Event()
+        self.next_read_while_writing = threading.Event()
+        self._writing = False
+
+    def put(self, key: str, data: Any) -> None:
+        if key.startswith(_keys.RESULTS_PREFIX):
+            self._writing = True
+            self.release.wait(10)
+            self._writing = False
+        super().put(key, data)
+
+    def get(self, key: str) -> bytes:
+        if key.startswith("assign/") and self._writing:
+            self.next_read_while_writing.set()
+            self.release.set()
+        return super().get(key)
+
+
+def test_a_batchs_last_part_is_written_while_the_next_assignment_is_read() -> None:
+    store = _SlowRemoteStore()
+    _put_batch(store, "b1", lambda x: x * 2, [(0, (1,))])
+    _put_batch(store, "b2", lambda x: x * 3, [(1, (1,))])
+    _assign(store, "w1", 0, "b1")
+    _assign(store, "w1", 1, "b2")
+    assert Worker(store, "w1", secret=SECRET, idle_timeout=0.2).run() == 0
+    assert store.next_read_while_writing.is_set()  # the two round trips overlapped
+    # Every part is out before the worker exits, the last one included.
+    assert _results(store) == {0: (True, 2), 1: (True, 3)}
