@@ -117,11 +117,13 @@ class Batcher:
         if digest is not None:
             self.estimates.observe(digest, seconds)
 
-    def form(self, workers: int, limit: int | None = None) -> Batch | None:
-        """Upload the next batch for ``workers`` sharing the work, of at most ``limit`` calls;
-        ``None`` when none is left."""
+    def form(self, workers: int, limit: int | None = None,
+             share: int | None = None) -> Batch | None:
+        """Upload the next batch for ``workers`` sharing the work, of at most ``limit`` calls
+        and, unless the calls came with a ``chunksize``, at most ``share``; ``None`` when
+        none is left."""
         while True:
-            items = self._take_items(workers, limit)
+            items = self._take_items(workers, limit, share)
             if not items:
                 return None
             with _gc.paused(len(items) > 1000):  # see _gc
@@ -145,7 +147,8 @@ class Batcher:
             item.future.cancel()
         self._carry.clear()
 
-    def _take_items(self, workers: int, limit: int | None = None) -> list[WorkItem]:
+    def _take_items(self, workers: int, limit: int | None = None,
+                    share: int | None = None) -> list[WorkItem]:
         """Move the next batch's worth of calls (of one function) out of the queue.
 
         Calls cut off an earlier batch (``_carry``) go first.  They stay PENDING: a call
@@ -172,6 +175,8 @@ class Batcher:
             if self._bytes_per_call and chunksize is None:
                 fit = int(self._policy.max_batch_bytes / self._bytes_per_call)
                 size = max(1, min(size, fit))
+            if share is not None and chunksize is None:  # map(chunksize=) stays exact
+                size = min(size, share)
             if limit is not None:
                 size = min(size, limit)
             items: list[WorkItem] = []

@@ -88,18 +88,18 @@ class Dispatcher:
             self.outlook.long(head)
 
     def assign_next(self, worker: Worker, most: int | None = None) -> bool:
-        """Give ``worker`` the next batch, if there is one, of at most ``most`` calls (never
-        past its last call of ``max_tasks_per_child``)."""
+        """Give ``worker`` the next batch, if there is one, of at most ``most`` calls (unless
+        ``map(chunksize=)`` says how many; never past its last call of
+        ``max_tasks_per_child``)."""
         limit = worker.calls_left
-        if most is not None:
-            limit = most if limit is None else min(limit, most)
+        both = limit if most is None else most if limit is None else min(limit, most)
         if limit == 0:
             return False
         while True:
-            if self.retry and (limit is None or len(self.retry[0].futures) <= limit):
+            if self.retry and (both is None or len(self.retry[0].futures) <= both):
                 batch = self.retry.popleft()
             else:
-                formed = self._batcher.form(round(self.outlook.sharers(worker)), limit)
+                formed = self._batcher.form(round(self.outlook.sharers(worker)), limit, most)
                 if formed is None:
                     if self.retry and worker.batch is None:  # too large for what it has left
                         self._workers.retire(worker, "max_tasks_per_child: too few calls left "

@@ -16,6 +16,8 @@ from .workers import Worker, Workers
 
 __all__ = ["Outlook"]
 
+_LATE_LOOK = 0.05  # seconds between looks for late results, at most (see next_due)
+
 
 class Outlook:
     """Estimates applied to the live workers (see the module docstring)."""
@@ -106,10 +108,13 @@ class Outlook:
           (its first results teach the most): the shortest poll;
         * a batch expected to end (by its calls' measured durations): just after, then while
           it is late by less than its length plus a second, the shortest poll, or a quarter
-          of it when nothing is queued behind it (its worker waits for the client, or these
-          are the last results the caller waits for).
+          of it (if that poll is long) when nothing is queued behind it (its worker waits
+          for the client, or these are the last results the caller waits for).
         """
         poll_min, now, due = self._workers.poll_min, time.monotonic(), None
+        # Sooner than the shortest poll only where that is long (a remote store): a local
+        # one's, milliseconds, is soon enough, and a manager spinning takes a worker's core.
+        late = max(poll_min / 4, min(poll_min, _LATE_LOOK))
 
         def soon(seconds: float) -> None:
             nonlocal due
@@ -138,7 +143,7 @@ class Outlook:
                 if left > 0:
                     soon(left + poll_min / 4)
                 elif left > -expected - 1.0:
-                    soon(poll_min / 4 if batch is head and queued is None else poll_min)
+                    soon(late if batch is head and queued is None else poll_min)
         return due
 
     def expected(self, batch: Batch) -> float | None:

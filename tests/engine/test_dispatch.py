@@ -21,10 +21,11 @@ def _double(x: int) -> int:
     return 2 * x
 
 
-def _dispatch_of(calls: int) -> tuple[Batcher, Claims, Workers, Dispatcher]:
+def _dispatch_of(calls: int, chunksize: int | None = None
+                 ) -> tuple[Batcher, Claims, Workers, Dispatcher]:
     """A dispatcher for ``calls`` pending calls of ``_double`` on two scripted workers."""
     store = memory_store()
-    intake, _ = intake_with(_double, [(i,) for i in range(calls)])
+    intake, _ = intake_with(_double, [(i,) for i in range(calls)], chunksize=chunksize)
     policy = BatchPolicy(overhead_seconds=1.0)
     batcher = Batcher(intake, store, policy, secret=SECRET)
     ledger = Ledger(None, None)
@@ -134,3 +135,19 @@ def test_a_workers_first_results_set_its_pace_outright() -> None:
     # A slow host: five times the estimate, known from its first call (not averaged with
     # the 1.0 it was assumed to have), so that it is not given a full share meanwhile.
     assert 4.0 < worker.pace <= 5.0
+
+
+def test_a_queued_batch_of_a_chunked_map_keeps_its_chunksize() -> None:
+    batcher, claims, workers, dispatcher = _dispatch_of(12, chunksize=3)
+    live, _ = workers.launch(2)
+    dispatcher.fill(live, work_left=True, may_queue=True)
+    assert [len(w.batch.futures) for w in live if w.batch] == [3, 3]
+    (digest,) = {d for w in live if w.batch for d in w.batch.digest_of.values()}
+    batcher.observe(digest, 1.0)
+    workers.watch()
+    for worker in live:
+        assert worker.batch is not None
+        claims.confirm(worker.batch, worker.batch.attempt)
+    dispatcher.fill(live, work_left=True, may_queue=True)
+    # No call of theirs ended (else: one call queued each), but map(chunksize=3) is exact.
+    assert [len(w.queued.futures) for w in live if w.queued] == [3, 3]

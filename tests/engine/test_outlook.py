@@ -27,7 +27,7 @@ def test_late_results_with_no_batch_behind_them_are_looked_for_more_often() -> N
         claims.revoke(worker.queued)
         workers.release(worker, worker.queued)
     # Nothing behind them: each worker waits for the client (or these are the last results).
-    assert outlook.next_due() == workers.poll_min / 4
+    assert outlook.next_due() == max(workers.poll_min / 4, min(workers.poll_min, 0.05))
 
 
 def test_a_worker_still_starting_is_looked_at_now_and_then() -> None:
