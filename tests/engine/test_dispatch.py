@@ -8,10 +8,10 @@ import time
 from starburst_executor import payload
 from starburst_executor.config import load_config
 from starburst_executor.engine import Ledger
-from starburst_executor.engine.batches import Batcher
+from starburst_executor.engine.batches import Batch, Batcher
 from starburst_executor.engine.claims import Claims
 from starburst_executor.engine.dispatch import Dispatcher
-from starburst_executor.engine.workers import Workers
+from starburst_executor.engine.workers import Worker, Workers
 from starburst_executor.planner import BatchPolicy
 
 from .fakes import SECRET, ScriptedLauncher, intake_with, memory_store
@@ -35,6 +35,31 @@ def _dispatch_of(calls: int, chunksize: int | None = None
     dispatcher = Dispatcher(workers, batcher, claims, ledger, policy, rerun_stragglers=True)
     dispatcher.waiting = lambda: len(intake.pending)
     return batcher, claims, workers, dispatcher
+
+
+def _running(calls: int, seconds: float, chunksize: int | None = None
+             ) -> tuple[Batcher, Claims, Workers, Dispatcher, list[Worker]]:
+    """Two workers seen running their first batch (claimed), of a function measured to take
+    ``seconds`` a call; ``calls`` pending at first."""
+    batcher, claims, workers, dispatcher = _dispatch_of(calls, chunksize)
+    live, _ = workers.launch(2)
+    dispatcher.fill(live, work_left=True, may_queue=True)
+    (digest,) = {d for w in live if w.batch for d in w.batch.digest_of.values()}
+    batcher.observe(digest, seconds)
+    workers.watch()
+    for worker in live:
+        assert worker.batch is not None
+        claims.confirm(worker.batch, worker.batch.attempt)
+    return batcher, claims, workers, dispatcher, live
+
+
+def _one_batch(calls: int) -> tuple[Batcher, Claims, Dispatcher, Worker, Batch]:
+    """One worker holding the first batch of ``calls`` pending calls."""
+    batcher, claims, workers, dispatcher = _dispatch_of(calls)
+    (worker,), _ = workers.launch(1)
+    dispatcher.fill([worker], work_left=True, may_queue=True)
+    assert worker.batch is not None
+    return batcher, claims, dispatcher, worker, worker.batch
 
 
 def test_a_running_worker_gets_a_queued_batch_once_durations_are_known() -> None:
@@ -82,16 +107,8 @@ def test_a_slow_worker_takes_a_smaller_share() -> None:
 
 
 def test_the_calls_left_go_first_to_the_worker_free_soonest() -> None:
-    batcher, claims, workers, dispatcher = _dispatch_of(3)
-    nearly_done, just_started = workers.launch(2)[0]
-    dispatcher.fill([nearly_done, just_started], work_left=True, may_queue=True)
-    assert nearly_done.batch is not None and just_started.batch is not None
-    (digest,) = set(nearly_done.batch.digest_of.values())
-    batcher.observe(digest, 10.0)
-    workers.watch()
-    for worker in (nearly_done, just_started):
-        assert worker.batch is not None
-        claims.confirm(worker.batch, worker.batch.attempt)
+    _, _, _, dispatcher, (nearly_done, just_started) = _running(3, 10.0)
+    assert nearly_done.batch is not None
     nearly_done.batch.claimed_at -= 9.0  # free in a second; the other in ten
     nearly_done.last_end = just_started.last_end = time.time()  # both ran calls before
     dispatcher.fill([just_started, nearly_done], work_left=True, may_queue=True)
@@ -102,11 +119,7 @@ def test_the_calls_left_go_first_to_the_worker_free_soonest() -> None:
 
 
 def test_a_batch_is_dated_from_its_first_call_not_from_when_its_claim_was_seen() -> None:
-    _, claims, workers, dispatcher = _dispatch_of(2)
-    (worker,), _ = workers.launch(1)
-    dispatcher.fill([worker], work_left=True, may_queue=True)
-    batch = worker.batch
-    assert batch is not None
+    _, claims, dispatcher, worker, batch = _one_batch(2)
     batch.assigned_at -= 10.0  # assigned ten seconds ago
     claims.confirm(batch, batch.attempt)  # its claim seen only now
     seen = batch.claimed_at
@@ -119,11 +132,7 @@ def test_a_batch_is_dated_from_its_first_call_not_from_when_its_claim_was_seen()
 
 
 def test_a_workers_first_results_set_its_pace_outright() -> None:
-    batcher, claims, workers, dispatcher = _dispatch_of(2)
-    (worker,), _ = workers.launch(1)
-    dispatcher.fill([worker], work_left=True, may_queue=True)
-    batch = worker.batch
-    assert batch is not None
+    batcher, claims, dispatcher, worker, batch = _one_batch(2)
     (digest,) = set(batch.digest_of.values())
     batcher.observe(digest, 2.0)  # other workers' calls of it took two seconds
     claims.confirm(batch, batch.attempt)
@@ -138,16 +147,8 @@ def test_a_workers_first_results_set_its_pace_outright() -> None:
 
 
 def test_a_queued_batch_of_a_chunked_map_keeps_its_chunksize() -> None:
-    batcher, claims, workers, dispatcher = _dispatch_of(12, chunksize=3)
-    live, _ = workers.launch(2)
-    dispatcher.fill(live, work_left=True, may_queue=True)
+    _, _, _, dispatcher, live = _running(12, 1.0, chunksize=3)
     assert [len(w.batch.futures) for w in live if w.batch] == [3, 3]
-    (digest,) = {d for w in live if w.batch for d in w.batch.digest_of.values()}
-    batcher.observe(digest, 1.0)
-    workers.watch()
-    for worker in live:
-        assert worker.batch is not None
-        claims.confirm(worker.batch, worker.batch.attempt)
     dispatcher.fill(live, work_left=True, may_queue=True)
     # No call of theirs ended (else: one call queued each), but map(chunksize=3) is exact.
     assert [len(w.queued.futures) for w in live if w.queued] == [3, 3]

@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-from .test_dispatch import _dispatch_of
+from .test_dispatch import _dispatch_of, _running
 
 
 def test_late_results_with_no_batch_behind_them_are_looked_for_more_often() -> None:
-    batcher, claims, workers, dispatcher = _dispatch_of(4)
-    first, second = workers.launch(2)[0]
-    dispatcher.fill([first, second], work_left=True, may_queue=True)
-    assert first.batch is not None and second.batch is not None
-    (digest,) = set(first.batch.digest_of.values())
-    batcher.observe(digest, 1.0)
-    workers.watch()
+    _, claims, workers, dispatcher, (first, second) = _running(4, 1.0)
     for worker in (first, second):
         assert worker.batch is not None
-        claims.confirm(worker.batch, worker.batch.attempt)
         worker.batch.claimed_at -= 1.5  # both late by half a second
     outlook = dispatcher.outlook
     dispatcher.fill([first, second], work_left=True, may_queue=True)
