@@ -32,6 +32,8 @@ from .workers import Worker, Workers
 
 __all__ = ["Dispatcher"]
 
+_SLOW_HOST = 1.5  # a worker whose calls take this many times their estimate, or more
+
 
 class Dispatcher:
     """Hands batches to workers (the manager thread's only); see the module docstring."""
@@ -59,7 +61,7 @@ class Dispatcher:
             return self._rebalance(workers)
         progress = False
         for worker in workers:
-            if worker.batch is None:
+            if worker.batch is None and not self._better_left(worker):
                 if not self.assign_next(worker):
                     return progress
                 progress = True
@@ -79,6 +81,15 @@ class Dispatcher:
                 break
             progress = True
         return progress
+
+    def _better_left(self, worker: Worker) -> bool:
+        """Whether free ``worker``, a slow host (its calls ran well past their estimates),
+        had better take nothing: the others, free soon, end every call left sooner than
+        it would end one (its even share is none)."""
+        if worker.pace < _SLOW_HOST:
+            return False
+        _, shares = self.outlook.even_shares()
+        return shares.get(worker.worker_id) == 0
 
     def _may_queue_behind(self, head: Batch, worker: Worker) -> bool:
         """Only behind calls of measured duration (an unknown one may be long, and a call

@@ -32,13 +32,15 @@ class Outlook:
         """When each live worker is free (seconds, by the estimates and its pace), and the most
         calls each may take on top of what it holds so that all finish together (a worker
         whose calls run five times longer than their estimates takes a fifth; ``None``: as
-        the planner says, when its calls are not timed or its share is shorter than the gap
-        between two batches).  Workers planned but not started count as free now, at pace 1."""
+        the planner says, when no running call is timed or its share is shorter than the
+        gap between two batches).  Workers planned but not started count as free now, at pace 1."""
         now = time.monotonic()
         free_in: dict[str, float] = {}
         per_call: dict[str, float] = {}
+        paces: dict[str, float] = {}
         for worker in self._workers.live():
             head, pace, left = worker.batch, self.pace(worker), 0.0
+            paces[worker.worker_id] = pace
             each = self.per_call(head) if head is not None else None
             for batch in (head, worker.queued):
                 if batch is not None:
@@ -53,7 +55,10 @@ class Outlook:
                 per_call[worker.worker_id] = each * pace
         if not per_call:
             return free_in, {}
-        typical = sum(per_call.values()) / len(per_call)
+        # A worker running nothing (or not started) runs the calls left at its own pace.
+        typical = sum(per_call[i] / paces[i] for i in per_call) / len(per_call)
+        for i in free_in:
+            per_call.setdefault(i, typical * paces[i])
         ids = list(free_in) + [""] * max(0, self._workers.share - len(free_in))
         counts = planner.even_shares([free_in.get(i, 0.0) for i in ids],
                                      [per_call.get(i, typical) for i in ids], self._waiting())

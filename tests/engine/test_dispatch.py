@@ -152,3 +152,15 @@ def test_a_queued_batch_of_a_chunked_map_keeps_its_chunksize() -> None:
     dispatcher.fill(live, work_left=True, may_queue=True)
     # No call of theirs ended (else: one call queued each), but map(chunksize=3) is exact.
     assert [len(w.queued.futures) for w in live if w.queued] == [3, 3]
+
+
+def test_a_slow_host_left_free_takes_nothing_the_others_end_sooner() -> None:
+    _, _, _, dispatcher, (slow, fast) = _running(3, 2.0)
+    assert slow.batch is not None
+    dispatcher.complete(slow.batch)  # its call ended: it runs nothing now
+    assert slow.batch is None
+    slow.pace, slow.last_end = 5.0, time.time()  # its calls took five times the estimate
+    fast.last_end = time.time()
+    dispatcher.fill([slow, fast], work_left=True, may_queue=True)
+    # One call waits: 10 s on the slow host, 2 s on the other, free in two seconds.
+    assert slow.batch is None and fast.queued is not None
