@@ -37,7 +37,7 @@ from .errors import (
     SerializationError,
     StarburstError,
 )
-from .storage import ObjectStore, open_store
+from .storage import ObjectStore, is_remote, open_store
 
 __all__ = ["Worker", "main"]
 
@@ -312,7 +312,7 @@ class _PartWriter:
         self._flusher.join()
         if not self.records and self.part:
             return _nothing  # every result is out already
-        if self.worker.store.url.startswith(("file:", "memory:")):
+        if not is_remote(self.worker.store):
             self.flush(final=True)  # microseconds: nothing to overlap
             return _nothing
         failed: list[BaseException] = []

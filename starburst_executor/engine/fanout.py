@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TypeVar
 
-from ..storage import ObjectStore
+from ..storage import ObjectStore, is_remote
 
 __all__ = ["Fanout"]
 
@@ -27,7 +27,7 @@ class Fanout:
     """Runs a function over items, side by side when the store is remote (any thread)."""
 
     def __init__(self, store: ObjectStore) -> None:
-        self.remote = not store.url.startswith(("file:", "memory:"))
+        self.remote = is_remote(store)
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
 

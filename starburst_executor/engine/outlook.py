@@ -32,8 +32,9 @@ class Outlook:
         """When each live worker is free (seconds, by the estimates and its pace), and the most
         calls each may take on top of what it holds so that all finish together (a worker
         whose calls run five times longer than their estimates takes a fifth; ``None``: as
-        the planner says, when no running call is timed or its share is shorter than the
-        gap between two batches).  Workers planned but not started count as free now, at pace 1."""
+        the planner says, when its share is shorter than the gap between two batches; no
+        shares at all when no running call is timed).  Workers planned but not started
+        count as free now, at pace 1."""
         now = time.monotonic()
         free_in: dict[str, float] = {}
         per_call: dict[str, float] = {}
@@ -66,8 +67,7 @@ class Outlook:
         # overhead that counts (a hand-off to an idle worker costs more, but none is made).
         gap = self._estimates.overhead
         shares: dict[str, int | None] = {
-            i: None if i not in per_call or 0 < n * per_call[i] < gap else n
-            for i, n in zip(ids, counts) if i}
+            i: None if 0 < n * per_call[i] < gap else n for i, n in zip(ids, counts) if i}
         return free_in, shares
 
     def per_call(self, batch: Batch) -> float | None:

@@ -17,6 +17,7 @@ from .intake import Intake
 
 __all__ = ["ResultReader", "settle_records"]
 
+
 class ResultReader:
     """Finds and reads the result parts written since the last look (manager thread only).
 

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 from ..errors import ConfigError
 from .base import ObjectStore
 
-__all__ = ["ObjectStore", "open_store", "STORES"]
+__all__ = ["ObjectStore", "open_store", "is_remote", "STORES"]
 
 STORES: dict[str, tuple[str, str, str]] = {
     "file": ("starburst_executor.storage.local", "LocalStore", ""),
@@ -41,3 +41,9 @@ def open_store(url: str) -> ObjectStore:
         raise ConfigError(f"the {scheme}:// store needs a missing package ({exc}): {hint}") from None
     store: ObjectStore = getattr(module, class_name).from_url(url)
     return store
+
+
+def is_remote(store: ObjectStore) -> bool:
+    """Whether a round trip to ``store`` crosses a network (S3), where overlapping them pays;
+    a local folder or memory answers in microseconds."""
+    return urlparse(store.url).scheme not in ("file", "memory")
