@@ -434,7 +434,7 @@ class FargateEmulator:
                         self._run_at.setdefault(task["taskArn"], now)
         if request.operation == "StopTask" and request.service == "ecs" and status == 200:
             arn = json.loads(body).get("task", {}).get("taskArn")
-            self._stop_requested(arn, request.json().get("reason"))
+            self._stop_requested(arn)
         provider = request.headers.get("X-Starburst-Capacity-Provider")
         if provider and status == 200:
             for task in json.loads(body).get("tasks", []):
@@ -442,23 +442,21 @@ class FargateEmulator:
                 if moto_task is not None:
                     moto_task.capacity_provider_name = provider
 
-    def _stop_requested(self, arn: str | None, reason: str | None) -> None:
+    def _stop_requested(self, arn: str | None) -> None:
+        # Only noted here, for the data plane's thread to act on: it may be starting this very
+        # task's container, and a stop applied from this thread was then lost under RUNNING.
         if not arn:
             return
         moto_task = self._find_moto_task(arn)
         with self._lock:
             record = self._tasks.get(arn)
-        if record is None or moto_task is None or record.stopped:
-            return
-        record.stop_requested_at = time.time()
-        if record.container is not None and record.container.poll() is None:
-            # ECS stops a running task by signalling it: it is STOPPING until the process
-            # exits, not STOPPED at once as moto has it.
+            if record is None or moto_task is None or record.stopped:
+                return  # not taken up yet: ``_adopt`` finds it stopped
+            if record.stop_requested_at is None:
+                record.stop_requested_at = time.time()
+            # ECS stops a task by signalling it: it is stopping until the process exits, not
+            # STOPPED at once as moto has it.
             moto_task.last_status = "DEACTIVATING"
-            record.container.signal(signal.SIGTERM)
-            record.signalled = "TERM"
-        elif record.container is None:
-            self._finish(record, None, "UserInitiated", reason or "Task stopped by user")
         self._wake.set()
 
     # -- the data plane -------------------------------------------------------------------
@@ -523,9 +521,7 @@ class FargateEmulator:
         if moto_task.desired_status == "STOPPED" or moto_task.last_status == "STOPPED":
             self._finish(record, None, "UserInitiated", moto_task.stopped_reason or "stopped")
             return
-        moto_task.last_status = "PENDING"
-        for container in moto_task.containers:
-            container.last_status = "PENDING"
+        self._set_status(record, "PENDING")
         if record.fault == "never_starts":
             return
         if logger_error:
@@ -564,17 +560,23 @@ class FargateEmulator:
             record.released.set()
 
     def _set_running(self, record: EmulatedTask) -> None:
-        moto_task = record.moto
         record.started_at = time.time()
-        moto_task.started_at = datetime.datetime.now(datetime.timezone.utc)
-        moto_task.last_status = "RUNNING"
-        for container in moto_task.containers:
-            container.last_status = "RUNNING"
+        record.moto.started_at = datetime.datetime.now(datetime.timezone.utc)
+        self._set_status(record, "RUNNING")
+
+    def _set_status(self, record: EmulatedTask, status: str) -> None:
+        with self._lock:
+            if record.stop_requested_at is not None:
+                return  # a StopTask came meanwhile: it stays stopping
+            record.moto.last_status = status
+            for container in record.moto.containers:
+                container.last_status = status
 
     def _advance(self, task: EmulatedTask) -> None:
         container = task.container
         if container is None:
-            if task.moto is not None and task.moto.desired_status == "STOPPED":
+            if task.stop_requested_at is not None or (
+                    task.moto is not None and task.moto.desired_status == "STOPPED"):
                 self._finish(task, None, "UserInitiated",
                              task.moto.stopped_reason or "Task stopped by user")
             elif task.spec is not None and time.time() >= (task.starts_at or 0.0):
@@ -596,7 +598,10 @@ class FargateEmulator:
                 task.fault_armed_at = now
             running_for = now - task.fault_armed_at if task.fault_armed_at is not None else -1.0
             if task.stop_requested_at is not None:
-                if task.signalled != "KILL" and now - task.stop_requested_at > self.stop_grace:
+                if task.signalled is None:
+                    container.signal(signal.SIGTERM)
+                    task.signalled = "TERM"
+                elif task.signalled != "KILL" and now - task.stop_requested_at > self.stop_grace:
                     container.signal(signal.SIGKILL)
                     task.signalled = "KILL"
             elif task.fault in ("oom", "exit") and 0 <= task.fault_after <= running_for:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
@@ -135,6 +136,30 @@ def test_stop_task_signals_a_running_container(fargate: FargateEmulator, cluster
     task = _wait(fargate, cluster, arn)
     assert task["stopCode"] == "UserInitiated"
     assert task["containers"][0]["exitCode"] == 143
+
+
+def test_a_stop_while_the_container_starts_is_not_lost(fargate: FargateEmulator,
+                                                     cluster: str) -> None:
+    """A StopTask answered while the data plane is starting the container (RunTask then an
+    immediate close, as a launcher does) ends the task and its container; both were left
+    running."""
+    runner, stop_sent = fargate.runner, threading.Event()
+
+    def stop_mid_start(spec: Any) -> Any:
+        _client("ecs", fargate).stop_task(cluster=cluster, task=spec.task_arn, reason="x")
+        stop_sent.set()
+        return runner(spec)
+
+    fargate.runner = stop_mid_start
+    (arn,) = _run(fargate, cluster, ["python", "-c", "import time; time.sleep(30)"])
+    assert stop_sent.wait(10)
+    (record,) = (t for t in fargate.tasks if t.arn == arn)
+    deadline = time.monotonic() + 10
+    while record.container is None or record.container.poll() is None:
+        assert time.monotonic() < deadline, "the container outlived its StopTask"
+        time.sleep(0.05)
+    task = _wait(fargate, cluster, arn)
+    assert task["stopCode"] == "UserInitiated" and task["stoppedReason"] == "x"
 
 
 def test_stop_kills_what_ignores_sigterm(fargate: FargateEmulator, cluster: str) -> None:
