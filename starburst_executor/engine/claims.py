@@ -100,6 +100,13 @@ class Claims:
             for future in batch.futures.values():
                 future.set_running_or_notify_cancel()
         batch.claimed_at = time.monotonic()
+        worker = batch.worker
+        if batch.queued and worker is not None and worker.batch is batch and \
+                worker.last_end is not None:
+            # Queued behind a batch seen done: it started as that one's last call ended,
+            # up to a poll before its claim is seen (its end is reckoned from its start).
+            ago = max(0.0, time.time() - worker.last_end)
+            batch.claimed_at = max(batch.assigned_at, batch.claimed_at - ago)
 
     def look(self, batches: Iterable[Batch]) -> None:
         """Confirm the claims of ``batches`` (assigned, unconfirmed) that workers made."""

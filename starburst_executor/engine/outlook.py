@@ -84,12 +84,14 @@ class Outlook:
 
     def pace(self, worker: Worker) -> float:
         """Its measured pace, or more while its running batch is already past its estimate
-        (a slow host shows before its first result does)."""
+        (a slow host shows before its first result does) by more than the shortest poll (a
+        batch that ended is seen up to that late)."""
         head = worker.batch
         expected = self.expected(head) if head is not None and head.claim == CLAIMED else None
         if head is None or not expected:
             return worker.pace
-        return max(worker.pace, min((time.monotonic() - head.claimed_at) / expected, 100.0))
+        elapsed = time.monotonic() - head.claimed_at - self._workers.poll_min
+        return max(worker.pace, min(elapsed / expected, 100.0))
 
     def long(self, batch: Batch) -> bool:
         """Whether ``batch``, of calls not timed yet, has run longer than a hand-off: its

@@ -4,12 +4,13 @@ side wins.  Driven with the real worker on a memory store (no processes, no time
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any
 
 from starburst_executor import _keys, payload
 from starburst_executor.config import load_config
 from starburst_executor.engine import Ledger
-from starburst_executor.engine.batches import CLAIMED, REVOKED, Batch, Batcher
+from starburst_executor.engine.batches import ASSIGNED, CLAIMED, REVOKED, Batch, Batcher
 from starburst_executor.engine.claims import Claims
 from starburst_executor.engine.workers import Workers
 from starburst_executor.planner import BatchPolicy
@@ -17,6 +18,7 @@ from starburst_executor.storage.memory import MemoryStore
 from starburst_executor.worker import Worker as RealWorker
 
 from .fakes import SECRET, ScriptedLauncher, intake_with, memory_store
+from .test_dispatch import _running
 
 
 def _double(x: int) -> int:
@@ -114,3 +116,24 @@ def test_many_threads_cancelling_one_queued_batch() -> None:
     assert outcomes == [True] * 4 and queued.claim == REVOKED
     assert setup.store.stats.requests["put"] >= 1
     assert setup.claims.take_revoked() == [queued]  # revoked once, by one request
+
+
+def test_a_queued_batch_claimed_after_the_one_before_it_ended_is_dated_from_that_end() -> None:
+    _, claims, workers, dispatcher, (worker, other) = _running(6, 1.0)
+    dispatcher.fill([worker, other], work_left=True, may_queue=True)
+    head, queued = worker.batch, worker.queued
+    assert head is not None and queued is not None
+    queued.assigned_at -= 5.0
+    worker.last_end = time.time() - 0.8  # its head's last call ended 0.8 s ago, seen now
+    dispatcher.complete(head)
+    assert worker.batch is queued
+    claims.confirm(queued, queued.attempt)
+    # It started as the batch before it ended, not when its claim was seen.
+    assert abs(time.monotonic() - queued.claimed_at - 0.8) < 0.3
+    # A batch handed to a free worker is dated when its claim is seen.
+    fresh = other.batch
+    assert fresh is not None and not fresh.queued
+    fresh.claim = ASSIGNED
+    fresh.assigned_at -= 5.0
+    claims.confirm(fresh, fresh.attempt)
+    assert time.monotonic() - fresh.claimed_at < 0.3

@@ -30,3 +30,14 @@ def test_a_worker_still_starting_is_looked_at_now_and_then() -> None:
     assert dispatcher.outlook.next_due() == workers.poll_max / 2
     workers.watch()  # seen running: its claim comes any moment
     assert dispatcher.outlook.next_due() == workers.poll_min
+
+
+def test_a_batch_past_its_estimate_by_less_than_a_poll_is_not_a_slow_host() -> None:
+    _, _, workers, dispatcher, (first, _) = _running(4, 1.0)
+    assert first.batch is not None
+    outlook = dispatcher.outlook
+    # Ended, maybe: a batch's end is seen up to the shortest poll late.
+    first.batch.claimed_at -= 1.0 + workers.poll_min / 2
+    assert outlook.pace(first) == first.pace == 1.0
+    first.batch.claimed_at -= 1.0  # twice its estimate: a slow host shows
+    assert outlook.pace(first) > 1.5
