@@ -76,6 +76,7 @@ class Workers:
         self.news = False  # a worker was first seen running since the manager last looked
         self._capacity: int | None = None
         self._launch_not_before = 0.0
+        self._polled_at = float("-inf")
         self._launch_backoff = 0.0
         self._launch_failing_since: float | None = None
         # (initializer, initargs) of every worker, put in the store at the first launch.
@@ -245,8 +246,13 @@ class Workers:
         if not watched:
             self._forget_idle()
             return []
-        states = self._launcher.poll([w.handle for w in watched if w.handle is not None])
         now = time.monotonic()
+        if now - self._polled_at < self.poll_min:
+            # Results and claims tell most; a task's state, at most every shortest poll (the
+            # manager may look at the store several times a second near a batch's end).
+            return []
+        self._polled_at = now
+        states = self._launcher.poll([w.handle for w in watched if w.handle is not None])
         start_timeout, task_timeout = self._config.start_timeout, self._config.task_timeout
         stopped: list[tuple[Worker, TaskState]] = []
         for worker, state in zip(watched, states):

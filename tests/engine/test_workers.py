@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from starburst_executor import _keys, payload
 from starburst_executor._future import CallMetadata, StarburstFuture
 from starburst_executor.config import load_config
@@ -7,7 +9,7 @@ from starburst_executor.engine import Ledger
 from starburst_executor.engine.batches import Batch
 from starburst_executor.engine.workers import Workers
 from starburst_executor.errors import LaunchError
-from starburst_executor.launch.base import LaunchFailure
+from starburst_executor.launch.base import LaunchFailure, TaskHandle, TaskState
 
 from .fakes import SECRET, ScriptedLauncher, memory_store
 
@@ -115,3 +117,21 @@ def test_a_worker_past_max_tasks_per_child_is_retired_with_a_stop_order() -> Non
     order = payload.Assignment.decode(workers._store.get(key), key=key, secret=SECRET)
     assert order.stop and workers.live() == []
     assert [w for w, _ in workers.watch()] == []  # still watched (running) until it stopped
+
+
+def test_task_states_are_polled_at_most_every_shortest_poll() -> None:
+    class Counting(ScriptedLauncher):
+        poll_interval = (30.0, 60.0)  # no test gets near it
+        polls = 0
+
+        def poll(self, handles: Sequence[TaskHandle]) -> list[TaskState]:
+            self.polls += 1
+            return super().poll(handles)
+
+    launcher = Counting()
+    workers, _ = _workers(launcher)
+    (worker,), _ = workers.launch(1)
+    workers.assign(worker, Batch("b000000001", {0: StarburstFuture(CallMetadata(0, 0.0))}))
+    workers.watch()
+    assert worker.started and launcher.polls == 1
+    assert workers.watch() == [] and launcher.polls == 1  # the manager looks again at once
