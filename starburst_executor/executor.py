@@ -319,6 +319,7 @@ class FargateExecutor(Executor):
                             delete_session=backend.delete_session,
                             initializer=self._initializer,
                             launch_all=self._config.backend == "local")
+        backend.launcher.prepare()  # its lookups overlap opening the store
         manager = Manager(self, self._intake, open_store(backend.store_url), backend.launcher,
                           ledger, settings)
         manager.start()

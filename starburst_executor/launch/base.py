@@ -108,6 +108,11 @@ class Launcher(Protocol):
         registry, :func:`starburst_executor.launch.open_backend`, builds launchers so).
         ``session_id`` labels or tags what it starts; ``store_url`` is the session's store."""
 
+    def prepare(self) -> None:
+        """Start, in the background, what the first launch needs (clients, lookups), so that
+        it overlaps the client's own start; that launch waits for it and reports its errors.
+        Called once, when the first work arrives."""
+
     def launch(self, specs: Sequence[WorkerSpec]) -> list[TaskHandle | LaunchFailure]:
         """Start one worker per spec; return, in order, a handle or a failure for each."""
 

@@ -300,6 +300,9 @@ class DockerLauncher:
         text: str = data.decode("utf-8", "replace") if isinstance(data, bytes) else str(data)
         return "\n".join(text.splitlines()[-lines:])
 
+    def prepare(self) -> None:
+        pass  # nothing to look up
+
     def capacity(self, wanted: int) -> int:
         return wanted
 

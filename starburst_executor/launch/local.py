@@ -136,6 +136,9 @@ class LocalLauncher:
                 proc.popen.wait()
         self.stats.count("stop", len(live))
 
+    def prepare(self) -> None:
+        pass  # nothing to look up
+
     def capacity(self, wanted: int) -> int:
         return wanted
 

@@ -77,6 +77,9 @@ class ScriptedLauncher:
     def stop(self, handles: Sequence[TaskHandle], reason: str) -> None:
         self.stopped.extend((h, reason) for h in handles)
 
+    def prepare(self) -> None:
+        pass  # nothing to look up
+
     def capacity(self, wanted: int) -> int:
         return wanted
 

@@ -210,6 +210,9 @@ class FargateLauncher:
         self._region: str | None = config.region
         self._task_definition: str | None = None  # both resolved at the first launch
         self._network: dict[str, Any] | None = None
+        self._prepare_lock = threading.Lock()  # not _lock: stop() never waits for a lookup
+        self._preparing: threading.Thread | None = None
+        self._prepare_error: BaseException | None = None  # the background lookup's, once
         self._tasks: dict[str, _Task] = {}  # by task ARN, in launch order
         self._pace = _Pace(CALLS_PER_SECOND, CALLS_BURST)
         self._capacity: int | None = None
@@ -266,9 +269,34 @@ class FargateLauncher:
 
     # -- what every RunTask names --------------------------------------------------------
 
+    def prepare(self) -> None:
+        with self._lock:
+            if self._preparing is not None or self._closed:
+                return
+            self._preparing = threading.Thread(target=self._prepare_early,
+                                               name="starburst-prepare", daemon=True)
+        self._preparing.start()
+
+    def _prepare_early(self) -> None:
+        with self._prepare_lock:
+            try:
+                self._look_up()
+            except Exception as exc:  # reported by the first launch, which waits for this
+                self._prepare_error = exc
+                return
+        self._client("service-quotas")  # capacity() comes before the first launch
+
     def _prepare(self) -> tuple[str, dict[str, Any]]:
-        """(task definition ARN, network configuration), resolved at the first launch (from the
-        manager thread only: no lock, so ``stop`` never waits for an image build)."""
+        """(task definition ARN, network configuration), looked up by :meth:`prepare` or at
+        the first launch (under a lock of their own: ``stop`` never waits for an image
+        build)."""
+        with self._prepare_lock:
+            error, self._prepare_error = self._prepare_error, None
+            if error is not None:
+                raise error  # the background lookup's: the next launch looks again
+            return self._look_up()
+
+    def _look_up(self) -> tuple[str, dict[str, Any]]:
         if self._network is None:
             # The network (EC2) is looked up while the task definition (STS, ECS) is: a few
             # round trips each, before the first RunTask.

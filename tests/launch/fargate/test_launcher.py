@@ -127,6 +127,52 @@ def test_task_definition_is_registered_once_and_reused(
         second.close()
 
 
+def _wait_for(fargate: FargateEmulator, operation: tuple[str, str], timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while not fargate.proxy.requests.get(operation):
+        assert time.monotonic() < deadline, f"no {operation} within {timeout} s"
+        time.sleep(0.02)
+
+
+def test_prepare_looks_up_ahead_of_the_first_launch(
+        fargate: FargateEmulator, launcher: FargateLauncher, store: S3Store) -> None:
+    fargate.runner = sleeper()
+    launcher.prepare()
+    launcher.prepare()  # once is enough: a second call does nothing
+    _wait_for(fargate, ("ecs", "DescribeTaskDefinition"))  # no launch asked for it
+    (handle,) = launcher.launch([_idle_spec(store, 0.2)])
+    assert isinstance(handle, TaskHandle)
+    counts = fargate.proxy.requests
+    for operation in (("ecs", "DescribeTaskDefinition"), ("ec2", "DescribeVpcs"),
+                      ("ec2", "DescribeSecurityGroups")):
+        assert counts[operation] == 1, operation  # looked up once, not again by the launch
+    assert counts.get(("ecs", "RegisterTaskDefinition"), 0) <= 1
+
+
+def test_a_failed_early_lookup_is_reported_by_the_first_launch(
+        fargate: FargateEmulator, cluster: str, bucket: str, store: S3Store) -> None:
+    ec2 = boto("ec2", fargate.moto)
+    vpc = ec2.create_vpc(CidrBlock="10.8.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.8.1.0/24")["Subnet"]["SubnetId"]
+    launcher = FargateLauncher.from_config(fargate_config(cluster, bucket, subnets=subnet),
+                                           "early", store.url)
+    try:
+        launcher.prepare()
+        _wait_for(fargate, ("ec2", "DescribeSecurityGroups"))
+        (first,) = launcher.launch([_idle_spec(store, 0.2)])
+        looked = fargate.proxy.requests[("ec2", "DescribeSecurityGroups")]
+        (second,) = launcher.launch([_idle_spec(store, 0.2)])
+    finally:
+        launcher.close()
+    assert isinstance(first, LaunchFailure) and not first.retryable
+    assert "default group is never used" in first.reason
+    assert looked == 1  # the first launch reported the early lookup's error, not its own
+    # Reported once; the next launch looks again (the user may have fixed it meanwhile).
+    assert isinstance(second, LaunchFailure) and second.reason == first.reason
+    assert fargate.proxy.requests[("ec2", "DescribeSecurityGroups")] > looked
+    assert not fargate.proxy.requests.get(("ecs", "RunTask"))
+
+
 def test_networking_from_the_default_vpc_or_config(
         fargate: FargateEmulator, cluster: str, bucket: str, store: S3Store) -> None:
     fargate.runner = sleeper()
