@@ -2,8 +2,9 @@
 
 ::
 
+    prepare()     --> task definition and network looked up in the background (lookups.py)
     launch(specs) --> the image (configured, else built once with auto_build: see auto_build.py)
-                  --> task definition and network (taskdef.py; looked up once)
+                  --> task definition and network (lookups.py, taskdef.py; looked up once)
                   --> RunTask (<= 10 tasks a call, < 20 calls/s; overrides carry the env keys)
     poll(handles) --> DescribeTasks (<= 100 tasks a call; STOPPED tasks are not asked again)
     stop/close    --> StopTask for every task started here and not known to be stopped, retried
@@ -13,8 +14,9 @@
     capacity      --> the vCPU quota left (quotas.py): the work runs in waves that fit
     log_tail      --> CloudWatch Logs GetLogEvents on the task's awslogs stream
 
-Nothing here talks to AWS before the first ``launch`` or ``capacity``: :meth:`from_config`
-only validates.  Every botocore error goes through :func:`starburst_executor._aws.translate`.
+Nothing here talks to AWS before ``prepare``, the first ``launch`` or ``capacity``:
+:meth:`from_config` only validates.  Every botocore error goes through
+:func:`starburst_executor._aws.translate`.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ from ...config import Config
 from ...errors import ConfigError, LaunchError, StarburstError
 from ..auto_build import WorkerImage
 from ..base import LaunchFailure, TaskHandle, TaskPhase, TaskState, WorkerSpec
-from . import quotas, sizes, stopping, taskdef
+from . import quotas, sizes, stopping
+from .lookups import Lookups
 from .taskdef import CONTAINER_NAME, LOG_STREAM_PREFIX
 
 __all__ = ["FargateLauncher"]
@@ -208,11 +211,7 @@ class FargateLauncher:
         self._lock = threading.RLock()
         self._clients: dict[str, Any] = {}
         self._region: str | None = config.region
-        self._task_definition: str | None = None  # both resolved at the first launch
-        self._network: dict[str, Any] | None = None
-        self._prepare_lock = threading.Lock()  # not _lock: stop() never waits for a lookup
-        self._preparing: threading.Thread | None = None
-        self._prepare_error: BaseException | None = None  # the background lookup's, once
+        self._lookups = Lookups(config, self._image, lambda: self.region, self._client)
         self._tasks: dict[str, _Task] = {}  # by task ARN, in launch order
         self._pace = _Pace(CALLS_PER_SECOND, CALLS_BURST)
         self._capacity: int | None = None
@@ -267,62 +266,17 @@ class FargateLauncher:
         return _aws.translate(exc, service=service, operation=operation,
                               resource=resource or f"cluster {self.config.cluster}")
 
-    # -- what every RunTask names --------------------------------------------------------
+    # -- the Launcher protocol ------------------------------------------------------------
 
     def prepare(self) -> None:
-        with self._lock:
-            if self._preparing is not None or self._closed:
-                return
-            self._preparing = threading.Thread(target=self._prepare_early,
-                                               name="starburst-prepare", daemon=True)
-        self._preparing.start()
-
-    def _prepare_early(self) -> None:
-        with self._prepare_lock:
-            try:
-                self._look_up()
-            except Exception as exc:  # reported by the first launch, which waits for this
-                self._prepare_error = exc
-                return
-        self._client("service-quotas")  # capacity() comes before the first launch
-
-    def _prepare(self) -> tuple[str, dict[str, Any]]:
-        """(task definition ARN, network configuration), looked up by :meth:`prepare` or at
-        the first launch (under a lock of their own: ``stop`` never waits for an image
-        build)."""
-        with self._prepare_lock:
-            error, self._prepare_error = self._prepare_error, None
-            if error is not None:
-                raise error  # the background lookup's: the next launch looks again
-            return self._look_up()
-
-    def _look_up(self) -> tuple[str, dict[str, Any]]:
-        if self._network is None:
-            # The network (EC2) is looked up while the task definition (STS, ECS) is: a few
-            # round trips each, before the first RunTask.
-            with ThreadPoolExecutor(1, thread_name_prefix="starburst-network") as pool:
-                network = pool.submit(taskdef.resolve_network, self.config, self.region,
-                                      self._client)
-                self._ensure_task_definition()
-                self._network = network.result()
-        self._ensure_task_definition()
-        assert self._task_definition is not None
-        return self._task_definition, self._network
-
-    def _ensure_task_definition(self) -> None:
-        if self._task_definition is None:
-            image = self._image.get()
-            assert image is not None  # a launcher without one is refused in __init__
-            self._task_definition = taskdef.ensure_task_definition(
-                self.config, image, self.region, self._client)
-
-    # -- the Launcher protocol ------------------------------------------------------------
+        if not self._closed:
+            self._lookups.start()
 
     def launch(self, specs: Sequence[WorkerSpec]) -> list[TaskHandle | LaunchFailure]:
         if not specs:
             return []
         try:
-            task_definition, network = self._prepare()
+            task_definition, network = self._lookups.get()
         except StarburstError as exc:
             # The botocore error behind a translated one is its __context__ ("from None").
             retryable = _aws.is_transient(exc.__cause__ or exc.__context__ or exc)
