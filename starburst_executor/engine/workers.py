@@ -122,11 +122,9 @@ class Workers:
             key, data = pickle_initializer(*self.initializer, secret=self._secret)
             self._store.put(key, data)
             self._initializer_key = key
-        new = []
-        for _ in range(count):
-            new.append(Worker(f"w{self._next_worker:05d}", time.monotonic(),
-                              calls_left=self._config.max_tasks_per_child))
-            self._next_worker += 1
+        first, self._next_worker = self._next_worker, self._next_worker + count
+        new = [Worker(f"w{i:05d}", time.monotonic(), calls_left=self._config.max_tasks_per_child)
+               for i in range(first, first + count)]
         results = self._launcher.launch([WorkerSpec(w.worker_id, self._env(w)) for w in new])
         error = None
         for worker, result in zip(new, results):
@@ -141,12 +139,9 @@ class Workers:
         return [w for w in new if w.handle is not None], error
 
     def _launch_failed(self, failure: LaunchFailure) -> LaunchError | None:
-        if not failure.retryable:
-            # Nothing can start a worker: fail the work waiting for one, with the reason.
-            if self._workers:
-                return None
-            return LaunchError(f"worker {failure.worker_id} could not be started: "
-                               f"{failure.reason}")
+        if not failure.retryable:  # nothing can start a worker: fail the work waiting for one
+            return None if self._workers else LaunchError(
+                f"worker {failure.worker_id} could not be started: {failure.reason}")
         now = time.monotonic()
         start_timeout = self._config.start_timeout
         if self._launch_failing_since is None:
@@ -248,9 +243,7 @@ class Workers:
             return []
         now = time.monotonic()
         if now - self._polled_at < self.poll_min:
-            # Results and claims tell most; a task's state, at most every shortest poll (the
-            # manager may look at the store several times a second near a batch's end).
-            return []
+            return []  # task states at most every shortest poll: results and claims tell more
         self._polled_at = now
         states = self._launcher.poll([w.handle for w in watched if w.handle is not None])
         start_timeout, task_timeout = self._config.start_timeout, self._config.task_timeout
