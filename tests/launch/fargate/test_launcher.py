@@ -149,13 +149,19 @@ def test_prepare_looks_up_ahead_of_the_first_launch(
     assert counts.get(("ecs", "RegisterTaskDefinition"), 0) <= 1
 
 
+def _in_a_vpc_without_a_group(fargate: FargateEmulator, cluster: str, bucket: str,
+                              store: S3Store, cidr: str) -> tuple[FargateLauncher, str]:
+    """A launcher given only a subnet of a new VPC, whose one group is the default: refused."""
+    ec2 = boto("ec2", fargate.moto)
+    vpc = ec2.create_vpc(CidrBlock=f"{cidr}.0.0/16")["Vpc"]["VpcId"]
+    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=f"{cidr}.1.0/24")["Subnet"]["SubnetId"]
+    config = fargate_config(cluster, bucket, subnets=subnet)
+    return FargateLauncher.from_config(config, "nd", store.url), vpc
+
+
 def test_a_failed_early_lookup_is_reported_by_the_first_launch(
         fargate: FargateEmulator, cluster: str, bucket: str, store: S3Store) -> None:
-    ec2 = boto("ec2", fargate.moto)
-    vpc = ec2.create_vpc(CidrBlock="10.8.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.8.1.0/24")["Subnet"]["SubnetId"]
-    launcher = FargateLauncher.from_config(fargate_config(cluster, bucket, subnets=subnet),
-                                           "early", store.url)
+    launcher, _ = _in_a_vpc_without_a_group(fargate, cluster, bucket, store, "10.8")
     try:
         launcher.prepare()
         _wait_for(fargate, ("ec2", "DescribeSecurityGroups"))
@@ -455,11 +461,7 @@ def test_throttled_describe_tasks_keeps_the_last_states(
 
 def test_the_vpc_default_security_group_is_never_used(
         fargate: FargateEmulator, cluster: str, bucket: str, store: S3Store) -> None:
-    ec2 = boto("ec2", fargate.moto)
-    vpc = ec2.create_vpc(CidrBlock="10.9.0.0/16")["Vpc"]["VpcId"]
-    subnet = ec2.create_subnet(VpcId=vpc, CidrBlock="10.9.1.0/24")["Subnet"]["SubnetId"]
-    launcher = FargateLauncher.from_config(fargate_config(cluster, bucket, subnets=subnet),
-                                           "nd", store.url)
+    launcher, vpc = _in_a_vpc_without_a_group(fargate, cluster, bucket, store, "10.9")
     try:
         (failure,) = launcher.launch([_idle_spec(store, 0.2)])
     finally:
