@@ -76,9 +76,9 @@ def _requests(fargate: FargateEmulator) -> dict[str, object]:
 
 
 def _timed(bucket: str, cluster: str, workers: int, calls: int, seconds: float,
-           slow: str) -> dict[str, object]:
+           slow: str) -> tuple[float, list[float], int, int]:
     """One with-block of ``calls`` calls (in the child process): how long it took, when each
-    worker ran its first call (wall clock), what the executor counted."""
+    worker ran its first call (seconds after the start), batches and re-runs."""
     started, wall = time.monotonic(), time.time()
     with _executor(bucket, cluster, workers) as ex:
         futures = [ex.submit(work, seconds, slow) for _ in range(calls)]
@@ -90,8 +90,8 @@ def _timed(bucket: str, cluster: str, workers: int, calls: int, seconds: float,
         if meta.worker_id and meta.started_at is not None:
             first[meta.worker_id] = min(first.get(meta.worker_id, meta.started_at),
                                         meta.started_at)
-    return {"elapsed": elapsed, "boots": sorted(t - wall for t in first.values()),
-            "batches": ex.usage().batches, "reruns": ex.usage().reruns}
+    usage = ex.usage()
+    return elapsed, sorted(t - wall for t in first.values()), usage.batches, usage.reruns
 
 
 def _mapped(bucket: str, cluster: str, workers: int, items: int) -> dict[str, object]:
@@ -123,9 +123,8 @@ def run(scale: float, workers: int, calls: int, items: int) -> dict[str, object]
         with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as child:
             for name, slow in (("even", ""), ("straggler", "w00000")):
                 fargate.proxy.reset_counts()
-                timed = child.submit(_timed, bucket, cluster, workers, calls, seconds,
-                                     slow).result()
-                elapsed, boots = float(timed["elapsed"]), list(timed["boots"])  # type: ignore[arg-type,call-overload]
+                elapsed, boots, batches, reruns = child.submit(
+                    _timed, bucket, cluster, workers, calls, seconds, slow).result()
                 # Finishing together from those boots: sum over workers of (end - boot) = work.
                 booted_ideal = (calls * seconds + sum(boots)) / len(boots) if boots else ideal
                 report[name] = {"seconds": round(elapsed, 2), "ideal": round(ideal, 2),
@@ -134,7 +133,7 @@ def run(scale: float, workers: int, calls: int, items: int) -> dict[str, object]
                                 else [],
                                 "ideal_from_boots": round(booted_ideal, 2),
                                 "ratio_from_boots": round(elapsed / booted_ideal, 3),
-                                "batches": timed["batches"], "reruns": timed["reruns"],
+                                "batches": batches, "reruns": reruns,
                                 **_requests(fargate)}
                 fargate.wait_stopped(60)
             fargate.proxy.reset_counts()

@@ -19,6 +19,7 @@ from starburst_executor.testing.aws_proxy import ProxyRequest
 from ...aws_fixtures import (  # noqa: F401
     REGION, boto, fargate, fargate_config, make_bucket, make_cluster, moto_server, sleeper, unique)
 from ...contracts.launcher_contract import LauncherContract, _spec, _wait_stopped
+from ...test_faults import wait_for
 
 
 @pytest.fixture
@@ -127,19 +128,12 @@ def test_task_definition_is_registered_once_and_reused(
         second.close()
 
 
-def _wait_for(fargate: FargateEmulator, operation: tuple[str, str], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not fargate.proxy.requests.get(operation):
-        assert time.monotonic() < deadline, f"no {operation} within {timeout} s"
-        time.sleep(0.02)
-
-
 def test_prepare_looks_up_ahead_of_the_first_launch(
         fargate: FargateEmulator, launcher: FargateLauncher, store: S3Store) -> None:
     fargate.runner = sleeper()
     launcher.prepare()
     launcher.prepare()  # once is enough: a second call does nothing
-    _wait_for(fargate, ("ecs", "DescribeTaskDefinition"))  # no launch asked for it
+    wait_for(lambda: fargate.proxy.requests.get(("ecs", "DescribeTaskDefinition")))  # no launch yet
     (handle,) = launcher.launch([_idle_spec(store, 0.2)])
     assert isinstance(handle, TaskHandle)
     counts = fargate.proxy.requests
@@ -164,7 +158,7 @@ def test_a_failed_early_lookup_is_reported_by_the_first_launch(
     launcher, _ = _in_a_vpc_without_a_group(fargate, cluster, bucket, store, "10.8")
     try:
         launcher.prepare()
-        _wait_for(fargate, ("ec2", "DescribeSecurityGroups"))
+        wait_for(lambda: fargate.proxy.requests.get(("ec2", "DescribeSecurityGroups")))
         (first,) = launcher.launch([_idle_spec(store, 0.2)])
         looked = fargate.proxy.requests[("ec2", "DescribeSecurityGroups")]
         (second,) = launcher.launch([_idle_spec(store, 0.2)])
