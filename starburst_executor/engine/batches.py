@@ -59,7 +59,8 @@ class Batch:
     free_retries: int = 0
     worker: Worker | None = None
     assigned_at: float = 0.0
-    digest_of: dict[int, str] = dataclasses.field(default_factory=dict)  # item -> function
+    digest: str = ""  # the function of its calls (a batch holds one function's)
+    calls: int = 0  # how many calls it was formed with
     claim: str = UNASSIGNED
     claimed_at: float = 0.0
     queued: bool = False  # assigned behind another batch of its worker
@@ -112,10 +113,9 @@ class Batcher:
         """Calls cut off a batch that wait for the next one."""
         return len(self._carry)
 
-    def observe(self, digest: str | None, seconds: float) -> None:
+    def observe(self, digest: str, seconds: float) -> None:
         """Learn from one call of the function ``digest`` how long its calls take."""
-        if digest is not None:
-            self.estimates.observe(digest, seconds)
+        self.estimates.observe(digest, seconds)
 
     def form(self, workers: int, limit: int | None = None,
              share: int | None = None) -> Batch | None:
@@ -281,4 +281,4 @@ class Batcher:
         inline = bytes(body) if len(body) <= self.inline_max else b""
         if not inline:
             self._store.put(key, body)
-        return Batch(batch_id, futures, digest_of=dict.fromkeys(futures, digest), body=inline)
+        return Batch(batch_id, futures, digest=digest, calls=len(futures), body=inline)

@@ -231,10 +231,10 @@ class Dispatcher:
         if not records or worker is None:
             return
         paced = worker.last_end is not None  # else its first results: no pace known yet
+        digest = batch.digest
         for record in records:
-            digest = batch.digest_of.get(record.item_id)
             seconds = record.finished - record.started
-            estimate = self._batcher.estimates.seconds_per_call(digest) if digest else None
+            estimate = self._batcher.estimates.seconds_per_call(digest)
             if estimate is not None and estimate > 0.05:  # trivial calls say nothing of pace
                 pace = min(max(seconds / estimate, 0.1), 100.0)
                 worker.pace = 0.7 * worker.pace + 0.3 * pace if paced else pace

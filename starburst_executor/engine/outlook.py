@@ -72,8 +72,7 @@ class Outlook:
 
     def per_call(self, batch: Batch) -> float | None:
         expected = self.expected(batch)
-        return expected / len(batch.digest_of) if expected is not None and batch.digest_of \
-            else None
+        return expected / batch.calls if expected is not None and batch.calls else None
 
     def sharers(self, worker: Worker) -> float:
         """How many workers of ``worker``'s speed would do what all of them do together (the
@@ -102,8 +101,7 @@ class Outlook:
     def timed(self, batch: Batch) -> bool:
         """Whether every call of ``batch`` has a measured duration (only then is a batch
         queued behind it)."""
-        estimates = self._estimates
-        return all(estimates.seconds_per_call(d) is not None for d in batch.digest_of.values())
+        return not batch.calls or self._estimates.seconds_per_call(batch.digest) is not None
 
     def next_due(self) -> float | None:
         """Seconds until the manager should look at the store again, or ``None`` if nothing
@@ -154,10 +152,7 @@ class Outlook:
         return due
 
     def expected(self, batch: Batch) -> float | None:
-        expected = 0.0
-        for digest in batch.digest_of.values():
-            per_call = self._estimates.seconds_per_call(digest)
-            if per_call is None:
-                return None
-            expected += per_call
-        return expected
+        if not batch.calls:
+            return 0.0
+        per_call = self._estimates.seconds_per_call(batch.digest)
+        return None if per_call is None else per_call * batch.calls

@@ -113,7 +113,7 @@ def test_a_function_without_a_measured_duration_travels_alone() -> None:
     first = batcher.form(workers=2)
     assert first is not None and len(first.futures) == 1
     # Once its calls are measured (10 ms), the rest share out fairly between 2 workers.
-    (digest,) = set(first.digest_of.values())
+    digest = first.digest
     batcher.observe(digest, 0.01)
     second = batcher.form(workers=2)
     assert second is not None and len(second.futures) == 3
@@ -126,7 +126,7 @@ def test_estimates_are_not_shared_across_functions() -> None:
     batcher = Batcher(intake, memory_store(), BatchPolicy(overhead_seconds=0.01), secret=SECRET)
     first = batcher.form(workers=1)
     assert first is not None
-    batcher.observe(first.digest_of[0], 0.0001)  # _takes is quick; pow is not known yet
+    batcher.observe(first.digest, 0.0001)  # _takes is quick; pow is not known yet
     quick = batcher.form(workers=1)
     assert quick is not None and sorted(quick.futures) == [1, 2, 3]
     unknown = batcher.form(workers=1)

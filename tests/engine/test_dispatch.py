@@ -44,7 +44,7 @@ def _running(calls: int, seconds: float, chunksize: int | None = None
     batcher, claims, workers, dispatcher = _dispatch_of(calls, chunksize)
     live, _ = workers.launch(2)
     dispatcher.fill(live, work_left=True, may_queue=True)
-    (digest,) = {d for w in live if w.batch for d in w.batch.digest_of.values()}
+    (digest,) = {w.batch.digest for w in live if w.batch}
     batcher.observe(digest, seconds)
     workers.watch()
     for worker in live:
@@ -74,7 +74,7 @@ def test_a_running_worker_gets_a_queued_batch_once_durations_are_known() -> None
     assert dispatcher.next_due() == workers.poll_max / 2  # starting: look now and then
     head = live[0].batch
     assert head is not None
-    (digest,) = set(head.digest_of.values())
+    digest = head.digest
     batcher.observe(digest, 1.0)
     workers.watch()  # the launcher says they run
     assert workers.news and workers.any_started()
@@ -95,7 +95,7 @@ def test_a_slow_worker_takes_a_smaller_share() -> None:
     assert workers.room(2) == 0
     dispatcher.fill([fast, slow], work_left=True, may_queue=True)
     assert slow.batch is not None
-    (digest,) = set(slow.batch.digest_of.values())
+    digest = slow.batch.digest
     batcher.observe(digest, 1.0)
     slow.pace = 4.0  # its calls ran four times longer than their estimate
     fast.last_end = slow.last_end = time.time()  # a call of each has ended
@@ -133,7 +133,7 @@ def test_a_batch_is_dated_from_its_first_call_not_from_when_its_claim_was_seen()
 
 def test_a_workers_first_results_set_its_pace_outright() -> None:
     batcher, claims, dispatcher, worker, batch = _one_batch(2)
-    (digest,) = set(batch.digest_of.values())
+    digest = batch.digest
     batcher.observe(digest, 2.0)  # other workers' calls of it took two seconds
     claims.confirm(batch, batch.attempt)
     (item_id,) = batch.futures
