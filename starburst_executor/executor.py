@@ -59,7 +59,7 @@ def _at_exit() -> None:
 atexit.register(_at_exit)
 
 _DEFAULT_WORKERS = {"fargate": 10, "docker": 4}
-_OVERHEAD_SEED = {"local": 0.01, "docker": 0.03}
+_OVERHEAD_SEED = {"local": 0.003, "docker": 0.03}
 
 
 class FargateExecutor(Executor):
