@@ -196,10 +196,12 @@ class Manager(threading.Thread):
     # -- results ----------------------------------------------------------------------------
 
     def _collect(self) -> bool:
+        # Whether a part changed what workers hold (a batch ended or lost; a first part: claim,
+        # durations): only then look again soon; a running batch's parts come at its pace.
         if not self._inflight:
             return False
-        fresh = self._results.look(min(self._inflight))
-        for key in fresh:
+        inflight, changed = len(self._inflight), False
+        for key in self._results.look(min(self._inflight)):
             try:
                 batch_id, attempt, _ = _keys.parse_result_key(key)
             except ValueError:
@@ -207,6 +209,7 @@ class Manager(threading.Thread):
             batch = self._inflight.get(batch_id)
             if batch is None:
                 continue
+            changed |= attempt != batch.seen_attempt
             part = self._results.read(key)
             if isinstance(part, payload.ResultPart):
                 self._apply(batch, part)
@@ -214,7 +217,7 @@ class Manager(threading.Thread):
                 self._bad_part(batch, attempt, part)
             else:
                 self._fail_batch(batch, part)
-        return bool(fresh)
+        return changed or len(self._inflight) != inflight
 
     def _bad_part(self, batch: Batch, attempt: int, error: StarburstError) -> None:
         """A part of ``batch`` that cannot be trusted or read: the attempt that wrote it is lost
