@@ -158,7 +158,7 @@ class Dispatcher:
     def _rebalance(self, workers: list[Worker]) -> bool:
         progress = False
         for idle in [w for w in workers if w.batch is None]:
-            batch = self._steal_queued()
+            batch = self._steal_queued(idle)
             if batch is not None:
                 self._workers.assign(idle, batch)
                 self.inflight[batch.batch_id] = batch
@@ -167,10 +167,11 @@ class Dispatcher:
                 progress = True
         return progress
 
-    def _steal_queued(self) -> Batch | None:
+    def _steal_queued(self, idle: Worker) -> Batch | None:
         for worker in self._workers.live():
             batch = worker.queued
-            if batch is None or batch.claim != ASSIGNED or not self._claims.revoke(batch):
+            if batch is None or batch.claim != ASSIGNED or \
+                    not self.outlook.sooner_on(idle, batch) or not self._claims.revoke(batch):
                 continue
             self._workers.release(worker, batch)
             self.inflight.pop(batch.batch_id, None)

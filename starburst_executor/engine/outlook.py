@@ -70,6 +70,18 @@ class Outlook:
             i: None if 0 < n * per_call[i] < gap else n for i, n in zip(ids, counts) if i}
         return free_in, shares
 
+    def sooner_on(self, worker: Worker, batch: Batch) -> bool:
+        """Whether free ``worker`` would end ``batch``, queued behind another worker's running
+        batch, before that worker does (a slow host would not: it leaves the batch there)."""
+        holder, expected = batch.worker, self.expected(batch)
+        head = holder.batch if holder is not None else None
+        head_expected = self.expected(head) if head is not None else None
+        if holder is None or head is None or head_expected is None or expected is None:
+            return True  # when the holder is free is not known
+        ran = time.monotonic() - head.claimed_at if head.claim == CLAIMED else 0.0
+        left = max(0.0, head_expected * self.pace(holder) - ran)
+        return expected * self.pace(worker) < left + expected * self.pace(holder)
+
     def per_call(self, batch: Batch) -> float | None:
         expected = self.expected(batch)
         return expected / batch.calls if expected is not None and batch.calls else None

@@ -164,3 +164,21 @@ def test_a_slow_host_left_free_takes_nothing_the_others_end_sooner() -> None:
     dispatcher.fill([slow, fast], work_left=True, may_queue=True)
     # One call waits: 10 s on the slow host, 2 s on the other, free in two seconds.
     assert slow.batch is None and fast.queued is not None
+
+
+def test_a_slow_host_left_free_takes_no_queued_batch_its_worker_ends_sooner() -> None:
+    _, _, _, dispatcher, (slow, fast) = _running(3, 2.0)
+    assert slow.batch is not None
+    dispatcher.complete(slow.batch)
+    slow.pace, slow.last_end = 5.0, time.time()
+    fast.last_end = time.time()
+    dispatcher.fill([slow, fast], work_left=True, may_queue=True)
+    queued = fast.queued
+    assert queued is not None
+    # Nothing left to batch: a free worker may take a queued batch over, but this one would
+    # end its call in 10 s, where the fast worker, free in 2 s, ends it in 4.
+    dispatcher.fill([slow, fast], work_left=False, may_queue=True)
+    assert slow.batch is None and fast.queued is queued
+    slow.pace = 1.0  # as fast as the other: it ends the call in 2 s, so it takes it over
+    dispatcher.fill([slow, fast], work_left=False, may_queue=True)
+    assert slow.batch is queued and fast.queued is None
