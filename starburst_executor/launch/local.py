@@ -43,7 +43,7 @@ class LocalLauncher:
     client with their results (``forward_output``), as from any other backend.
     """
 
-    poll_interval = (0.002, 0.05)  # a poll of a local folder costs microseconds
+    poll_interval = (0.002, 0.05)  # a poll costs no request, but client CPU the workers share
 
     def __init__(self, log_dir: str | os.PathLike[str] | None = None, python: str = sys.executable,
                  cpu_share: int | None = None):
