@@ -132,7 +132,8 @@ def ensure_task_definition(config: Config, image: str, region: str, clients: Cli
     return str(registered["taskDefinition"]["taskDefinitionArn"])
 
 
-def _default_subnets(region: str, ec2: Any) -> list[str]:
+def _default_subnets(region: str, ec2: Any) -> tuple[str, list[str]]:
+    """The default VPC and its default subnets."""
     vpcs = ec2.describe_vpcs(Filters=[{"Name": "is-default", "Values": ["true"]}])
     if not vpcs.get("Vpcs"):
         raise ConfigError(
@@ -151,15 +152,18 @@ def _default_subnets(region: str, ec2: Any) -> list[str]:
             f"the default VPC {vpc_id} in {region} has no default subnets: pass "
             "subnets=... and security_groups=..., or run `starburst setup`"
         )
-    return subnets
+    return vpc_id, subnets
 
 
 SETUP_SECURITY_GROUP = "starburst-workers"
 """The security group ``starburst setup`` creates (no inbound rules)."""
 
 
-def _setup_security_group(subnet: str, ec2: Any) -> list[str]:
-    vpc = ec2.describe_subnets(SubnetIds=[subnet])["Subnets"][0]["VpcId"]
+def _subnet_vpc(subnet: str, ec2: Any) -> str:
+    return str(ec2.describe_subnets(SubnetIds=[subnet])["Subnets"][0]["VpcId"])
+
+
+def _setup_security_group(vpc: str, ec2: Any) -> list[str]:
     found = ec2.describe_security_groups(Filters=[
         {"Name": "vpc-id", "Values": [vpc]},
         {"Name": "group-name", "Values": [SETUP_SECURITY_GROUP]},
@@ -185,10 +189,13 @@ def resolve_network(config: Config, region: str, clients: Clients) -> dict[str, 
     subnets = list(config.subnets)
     groups = list(config.security_groups)
     try:
+        vpc = ""
         if not subnets:
-            subnets = _default_subnets(region, clients("ec2"))
+            vpc, subnets = _default_subnets(region, clients("ec2"))
         if not groups:
-            groups = _setup_security_group(subnets[0], clients("ec2"))
+            # The default VPC's is known already: a round trip fewer before the first RunTask.
+            groups = _setup_security_group(vpc or _subnet_vpc(subnets[0], clients("ec2")),
+                                           clients("ec2"))
     except StarburstError:
         raise
     except Exception as exc:

@@ -187,9 +187,21 @@ def test_networking_from_the_default_vpc_or_config(
         assert isinstance(handle, TaskHandle)
     finally:
         launcher.close()
+    # The default VPC, its subnets, the group in it: no round trip for what is known already.
+    assert {op: n for (service, op), n in fargate.proxy.requests.items()
+            if service == "ec2"} == {"DescribeVpcs": 1, "DescribeSubnets": 1,
+                                     "DescribeSecurityGroups": 1}
     ecs = boto("ecs", fargate.moto)
     subnet = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])[
         "Subnets"][0]["SubnetId"]
+    # Subnets configured, no group: setup's group in the subnets' VPC.
+    launcher = FargateLauncher.from_config(fargate_config(cluster, bucket, subnets=subnet),
+                                           "n", store.url)
+    try:
+        (h1,) = launcher.launch([_idle_spec(store, 0.2)])
+        assert isinstance(h1, TaskHandle)
+    finally:
+        launcher.close()
     launcher = FargateLauncher.from_config(fargate_config(
         cluster, bucket, subnets=subnet, security_groups="sg-12345", assign_public_ip=False),
         "n", store.url)
@@ -203,6 +215,8 @@ def test_networking_from_the_default_vpc_or_config(
     tasks = ecs_backends["123456789012"][REGION].tasks[cluster]
     first = tasks[handle.task_id].network_configuration["awsvpcConfiguration"]
     assert first["securityGroups"] == [setup_sg] and first["assignPublicIp"] == "ENABLED"
+    assert tasks[h1.task_id].network_configuration["awsvpcConfiguration"]["securityGroups"] == [
+        setup_sg]
     second = tasks[h2.task_id].network_configuration["awsvpcConfiguration"]
     assert second == {"subnets": [subnet], "securityGroups": ["sg-12345"],
                       "assignPublicIp": "DISABLED"}
