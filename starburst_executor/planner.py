@@ -20,7 +20,7 @@ import dataclasses
 import math
 
 __all__ = ["BatchPolicy", "Estimates", "next_batch_size", "even_shares", "is_straggler",
-           "split_by_bytes"]
+           "smoothed", "split_by_bytes"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,11 +62,12 @@ class Estimates:
         self.overhead = overhead_seconds
         self.handoff = overhead_seconds if handoff_seconds is None else handoff_seconds
 
-    def observe(self, digest: str, seconds: float) -> None:
-        """Learn from one call of the function ``digest`` that ran ``seconds``."""
+    def observe(self, digest: str, seconds: float, calls: int = 1) -> None:
+        """Learn from ``calls`` calls of the function ``digest`` that ran ``seconds`` each on
+        average (as much as from that many calls of that duration one after the other)."""
         seconds = max(0.0, seconds)
         old = self._per_call.get(digest)
-        self._per_call[digest] = seconds if old is None else 0.7 * old + 0.3 * seconds
+        self._per_call[digest] = seconds if old is None else smoothed(old, seconds, calls)
 
     def seconds_per_call(self, digest: str) -> float | None:
         """The estimate for one call of ``digest``, or ``None`` if none finished yet."""
@@ -75,13 +76,20 @@ class Estimates:
     def observe_overhead(self, seconds: float) -> None:
         """Learn from one gap between two batches of one worker (claim, fetch, results)."""
         seconds = min(max(seconds, self._seed / 10), 100 * self._seed)
-        self.overhead = 0.8 * self.overhead + 0.2 * seconds
+        self.overhead = smoothed(self.overhead, seconds, weight=0.2)
 
     def observe_handoff(self, seconds: float) -> None:
         """Learn from one batch given to a worker running none: from its assignment to its
         first results seen, less the work in them."""
         seconds = min(max(seconds, self._seed / 10), 100 * max(self._seed, self.handoff))
-        self.handoff = 0.7 * self.handoff + 0.3 * seconds
+        self.handoff = smoothed(self.handoff, seconds)
+
+
+def smoothed(old: float, new: float, times: int = 1, weight: float = 0.3) -> float:
+    """An exponential moving average of weight ``weight`` after ``times`` observations of
+    ``new`` (one step for each, without a loop over them)."""
+    kept = (1.0 - weight) ** max(1, times)
+    return kept * old + (1.0 - kept) * new
 
 
 def next_batch_size(

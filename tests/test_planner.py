@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import pytest
+
 from starburst_executor.planner import (
     BatchPolicy,
     Estimates,
     even_shares,
     is_straggler,
     next_batch_size,
+    smoothed,
     split_by_bytes,
 )
 
@@ -76,6 +79,18 @@ def test_estimates_are_per_function() -> None:
     assert estimates.seconds_per_call("slow") == 0.1
     estimates.observe("slow", 0.2)
     assert 0.1 < (estimates.seconds_per_call("slow") or 0) < 0.2
+
+
+def test_many_calls_at_once_weigh_as_much_as_one_after_the_other() -> None:
+    one_by_one, at_once = Estimates(0.01), Estimates(0.01)
+    for estimates in (one_by_one, at_once):
+        estimates.observe("f", 1.0)
+    for _ in range(5):
+        one_by_one.observe("f", 2.0)
+    at_once.observe("f", 2.0, calls=5)
+    assert at_once.seconds_per_call("f") == pytest.approx(one_by_one.seconds_per_call("f"))
+    assert smoothed(1.0, 2.0) == pytest.approx(0.7 * 1.0 + 0.3 * 2.0)
+    assert smoothed(1.0, 2.0, 0) == smoothed(1.0, 2.0, 1)  # at least one step
 
 
 def test_overhead_is_measured_within_bounds() -> None:

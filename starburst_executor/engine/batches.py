@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 from .. import _gc, _keys, payload
 from .._future import StarburstFuture
 from ..errors import PayloadTooLarge, SerializationError
-from ..planner import BatchPolicy, Estimates, next_batch_size, split_by_bytes
+from ..planner import BatchPolicy, Estimates, next_batch_size, smoothed, split_by_bytes
 from ..storage import ObjectStore
 from .intake import Intake, WorkItem
 
@@ -113,9 +113,10 @@ class Batcher:
         """Calls cut off a batch that wait for the next one."""
         return len(self._carry)
 
-    def observe(self, digest: str, seconds: float) -> None:
-        """Learn from one call of the function ``digest`` how long its calls take."""
-        self.estimates.observe(digest, seconds)
+    def observe(self, digest: str, seconds: float, calls: int = 1) -> None:
+        """Learn from ``calls`` calls of the function ``digest`` (``seconds`` each on average)
+        how long its calls take."""
+        self.estimates.observe(digest, seconds, calls)
 
     def form(self, workers: int, limit: int | None = None,
              share: int | None = None) -> Batch | None:
@@ -277,7 +278,7 @@ class Batcher:
                                             key=key, secret=self._secret)
         per_call = len(body) / len(items)
         bpc = self._bytes_per_call
-        self._bytes_per_call = per_call if bpc is None else 0.7 * bpc + 0.3 * per_call
+        self._bytes_per_call = per_call if bpc is None else smoothed(bpc, per_call)
         inline = bytes(body) if len(body) <= self.inline_max else b""
         if not inline:
             self._store.put(key, body)

@@ -19,11 +19,12 @@ Each turn of the manager, in order:
 from __future__ import annotations
 
 import collections
+import operator
 import time
 from collections.abc import Callable
 
 from .. import payload
-from ..planner import BatchPolicy, is_straggler
+from ..planner import BatchPolicy, is_straggler, smoothed
 from .batches import ASSIGNED, CLAIMED, Batch, Batcher
 from .claims import Claims
 from .ledger import Ledger
@@ -31,6 +32,9 @@ from .outlook import Outlook
 from .workers import Worker, Workers
 
 __all__ = ["Dispatcher"]
+
+_started = operator.attrgetter("started")
+_finished = operator.attrgetter("finished")
 
 _SLOW_HOST = 1.5  # a worker whose calls take this many times their estimate, or more
 
@@ -231,31 +235,33 @@ class Dispatcher:
             self._claims.confirm(batch, part.attempt)
         if not records or worker is None:
             return
-        paced = worker.last_end is not None  # else its first results: no pace known yet
+        # A few passes in C over the records, not one in Python: a part of a map of quick
+        # calls holds thousands, and this is the client's cost per result.
+        calls = len(records)
+        work = sum([r.finished - r.started for r in records])
+        first_start = min(map(_started, records))
+        per_call = work / calls
         digest = batch.digest
-        for record in records:
-            seconds = record.finished - record.started
-            estimate = self._batcher.estimates.seconds_per_call(digest)
-            if estimate is not None and estimate > 0.05:  # trivial calls say nothing of pace
-                pace = min(max(seconds / estimate, 0.1), 100.0)
-                worker.pace = 0.7 * worker.pace + 0.3 * pace if paced else pace
-                paced = True
-            self._batcher.observe(digest, seconds)
+        estimate = self._batcher.estimates.seconds_per_call(digest)
+        if estimate is not None and estimate > 0.05:  # trivial calls say nothing of pace
+            pace = min(max(per_call / estimate, 0.1), 100.0)
+            # Before its first results, no pace of this worker is known yet.
+            worker.pace = pace if worker.last_end is None else smoothed(worker.pace, pace, calls)
+        self._batcher.observe(digest, per_call, calls)
         first = part.attempt != batch.seen_attempt
         batch.seen_attempt = part.attempt
         if first and batch.worker is worker and batch.other is None:
             # It started when its first call did, not when its claim was seen (up to a poll
             # later): from then on its end, and its worker's pace, are reckoned right.
-            ago = time.time() - min(r.started for r in records)
+            ago = time.time() - first_start
             batch.claimed_at = max(batch.assigned_at,
                                    min(batch.claimed_at, time.monotonic() - max(0.0, ago)))
         if first and batch.queued and worker.last_end is not None:
             # Queued behind the previous batch: the gap between them is all overhead.
-            gap = min(r.started for r in records) - worker.last_end
+            gap = first_start - worker.last_end
             if gap >= 0:
                 self._batcher.estimates.observe_overhead(gap)
         elif first and worker.last_end is not None and batch.other is None:
             # Handed to a warm worker running nothing (not its first batch: no boot in it).
-            work = sum(r.finished - r.started for r in records)
             self._batcher.estimates.observe_handoff(time.monotonic() - batch.assigned_at - work)
-        worker.last_end = max(r.finished for r in records)
+        worker.last_end = max(map(_finished, records))
