@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 import logging
 import threading
+import time
 from concurrent.futures import Future
-from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED
+from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -24,6 +25,7 @@ _LOGGER = logging.getLogger("concurrent.futures")
 _shielded = threading.local()
 _FINISHED = FINISHED
 _CANCELLED = (CANCELLED, CANCELLED_AND_NOTIFIED)
+_DONE = (CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED)
 
 
 def shield_callbacks() -> None:
@@ -85,6 +87,47 @@ class StarburstFuture(Future[T]):
         # Set by the executor while the call sits in a batch queued for a worker: revokes that
         # batch (or learns that the worker has started it), so cancel() keeps its promise.
         self._withdraw: Callable[[int, Callable[[], bool]], bool] | None = None
+
+    @classmethod
+    def sharing(cls, condition: threading.Condition, metadata: CallMetadata
+                ) -> StarburstFuture[Any]:
+        """A future whose lock is ``condition``, shared with the other futures of one ``map``.
+
+        A Future's own Condition is most of what making one costs (~2 of ~2.5 us); a map of
+        10,000 quick calls makes them all before it yields a result.  Sharing is safe: the
+        lock is reentrant, and a ``notify_all`` for another future of the map only makes a
+        waiter in :meth:`result` or :meth:`exception` look at its own again.
+        """
+        future = cls.__new__(cls)
+        # What __init__ sets (a test checks that the two agree), with the shared lock; one
+        # dict, set at once, is the quickest way.
+        future.__dict__ = {"_condition": condition, "_state": PENDING, "_result": None,
+                           "_exception": None, "_waiters": [], "_done_callbacks": [],
+                           "metadata": metadata, "_withdraw": None}
+        return future
+
+    def result(self, timeout: float | None = None) -> T:
+        """The call's return value, as :meth:`concurrent.futures.Future.result`."""
+        self._wait(timeout)
+        return super().result(0)
+
+    def exception(self, timeout: float | None = None) -> BaseException | None:
+        """The call's exception, as :meth:`concurrent.futures.Future.exception`."""
+        self._wait(timeout)
+        return super().exception(0)
+
+    def _wait(self, timeout: float | None) -> None:
+        """Wait until done or ``timeout``; the stdlib waits once and takes any wake-up for
+        its own, which a lock shared with other futures (:meth:`sharing`) breaks."""
+        if self._state in _DONE:  # final: no lock needed
+            return
+        end = None if timeout is None else time.monotonic() + timeout
+        with self._condition:
+            while self._state not in _DONE:
+                left = None if end is None else end - time.monotonic()
+                if left is not None and left <= 0:
+                    return
+                self._condition.wait(left)
 
     def cancel(self) -> bool:
         """Cancel the call unless a worker has started it; return whether it is cancelled.

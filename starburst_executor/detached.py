@@ -74,7 +74,8 @@ class DetachedExecutor(FargateExecutor):
 
     def _submit_many(self, fn: Callable[..., Any],
                      calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
-                     chunksize: int | None) -> list[Any]:
+                     chunksize: int | None,
+                     shared: threading.Condition | None = None) -> list[Any]:
         if not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
         if chunksize is None and len(calls) > 1:
@@ -92,7 +93,9 @@ class DetachedExecutor(FargateExecutor):
                 first = self._intake.next_id
                 self._intake.next_id += len(calls)
                 for item_id, (args, kwargs) in enumerate(calls, first):
-                    future: StarburstFuture[Any] = StarburstFuture(CallMetadata(item_id, now))
+                    future: StarburstFuture[Any] = (
+                        StarburstFuture(CallMetadata(item_id, now)) if shared is None
+                        else StarburstFuture.sharing(shared, CallMetadata(item_id, now)))
                     self._intake.pending.append(
                         WorkItem(item_id, future, fn, args, kwargs, chunksize))
                     futures.append(future)

@@ -24,6 +24,7 @@ import itertools
 import os
 import secrets
 import sys
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -204,8 +205,9 @@ class FargateExecutor(Executor):
         # midway leaves those submitted).  Large ones: a slice takes the lock the manager
         # needs for as long as it makes them (10,000: ~60 ms); smaller slices add contention.
         no_kwargs: dict[str, Any] = {}
+        shared = threading.Condition()  # the futures' lock (see StarburstFuture.sharing)
         while calls := [(args, no_kwargs) for args in itertools.islice(first, _SUBMIT_SLICE)]:
-            futures.extend(self._submit_many(fn, calls, chunksize))
+            futures.extend(self._submit_many(fn, calls, chunksize, shared))
         executor_ref = weakref.ref(self)
 
         def result_iterator() -> Iterator[T]:
@@ -218,7 +220,8 @@ class FargateExecutor(Executor):
                     if executor is not None:
                         more = next(zipped, None)
                         if more is not None:
-                            futures.append(executor._submit_many(fn, [(more, {})], chunksize)[0])
+                            futures.append(executor._submit_many(fn, [(more, {})], chunksize,
+                                                                shared)[0])
                     del executor
                     remaining = None if end_time is None else end_time - time.monotonic()
                     yield _result_or_cancel(futures.popleft(), remaining)
@@ -280,6 +283,7 @@ class FargateExecutor(Executor):
         fn: Callable[..., Any],
         calls: list[tuple[tuple[Any, ...], dict[str, Any]]],
         chunksize: int | None,
+        shared: threading.Condition | None = None,
     ) -> list[Any]:
         if not callable(fn):
             raise TypeError(f"{fn!r} is not callable")
@@ -297,7 +301,9 @@ class FargateExecutor(Executor):
             futures: list[Any] = []
             with _gc.paused(len(calls) > 1000):  # see _gc
                 for item_id, (args, kwargs) in zip(itertools.count(first), calls):
-                    future: StarburstFuture[Any] = StarburstFuture(CallMetadata(item_id, now))
+                    future: StarburstFuture[Any] = (
+                        StarburstFuture(CallMetadata(item_id, now)) if shared is None
+                        else StarburstFuture.sharing(shared, CallMetadata(item_id, now)))
                     intake.pending.append(WorkItem(item_id, future, fn, args, kwargs, chunksize))
                     futures.append(future)
             if intake.progress is not None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+import time
+from concurrent.futures import as_completed
 from typing import Any
 
 from starburst_executor._future import CallMetadata, StarburstFuture
@@ -40,3 +43,33 @@ def test_a_future_without_callbacks_settles_and_one_with_callbacks_runs_them() -
     loud.add_done_callback(lambda f: seen.append(f.result()))
     loud.set_result(3)
     assert quiet.result() == 2 and seen == [3]
+
+
+def test_futures_sharing_a_lock_are_futures_like_any_other() -> None:
+    plain: StarburstFuture[Any] = StarburstFuture(CallMetadata(1, 0.0))
+    shared = threading.Condition()
+    first = StarburstFuture.sharing(shared, CallMetadata(2, 0.0))
+    second = StarburstFuture.sharing(shared, CallMetadata(3, 0.0))
+    # The attributes Future.__init__ sets on this Python, no more and no fewer.
+    assert set(vars(first)) == set(vars(plain))
+    assert first._condition is second._condition is shared  # type: ignore[attr-defined]
+    assert first._waiters is not second._waiters  # type: ignore[attr-defined]
+    assert first.metadata.item_id == 2 and not first.done()
+
+    seen: list[Any] = []
+    waiter = threading.Thread(target=lambda: seen.append(second.result(timeout=10)))
+    waiter.start()
+    deadline = time.monotonic() + 10
+    while not shared._waiters and time.monotonic() < deadline:  # type: ignore[attr-defined]
+        time.sleep(0.001)  # until the waiter waits (the stdlib's wait would end at a wake-up)
+    first.set_result("first")  # wakes the waiter: it must go on waiting for its own
+    while waiter.is_alive() and not shared._waiters:  # type: ignore[attr-defined]
+        time.sleep(0.001)  # until it waits again, or ended (TimeoutError) as it must not
+    assert waiter.is_alive() and seen == []
+    assert first.result() == "first" and not second.done()
+    second.set_result("second")
+    waiter.join(10)
+    assert seen == ["second"]
+    # wait() and as_completed() take each future's lock in turn: the same one, reentrant.
+    assert set(as_completed([first, second], timeout=10)) == {first, second}
+    assert not second.cancel() and not first.cancelled()
