@@ -9,15 +9,22 @@ next callbacks still run.  Elsewhere (a user's thread calling ``cancel()``) the 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import threading
 import time
 from concurrent.futures import Future
-from concurrent.futures._base import CANCELLED, CANCELLED_AND_NOTIFIED, FINISHED, PENDING
-from collections.abc import Callable
+from concurrent.futures._base import (
+    CANCELLED,
+    CANCELLED_AND_NOTIFIED,
+    FINISHED,
+    PENDING,
+    RUNNING,
+)
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-__all__ = ["CallMetadata", "StarburstFuture", "shield_callbacks"]
+__all__ = ["CallMetadata", "StarburstFuture", "shield_callbacks", "start_all", "finish_all"]
 
 T = TypeVar("T")
 
@@ -170,3 +177,51 @@ class StarburstFuture(Future[T]):
 
     def __class_getitem__(cls, item: Any) -> Any:  # typing support on 3.10 as well
         return cls
+
+
+# -- many at once ------------------------------------------------------------------------------
+# A map's futures share their lock (StarburstFuture.sharing): the manager starts and resolves
+# thousands at a time under one acquisition of it, with one notify_all, where the stdlib's
+# methods take it and notify once per future.  Each does what the stdlib's method does.
+
+
+def _lock(future: Future[Any]) -> threading.Condition:
+    return future._condition
+
+
+def _first_lock(pair: tuple[Future[Any], Any]) -> threading.Condition:
+    return pair[0]._condition
+
+
+def start_all(futures: Iterable[StarburstFuture[Any]]) -> None:
+    """``set_running_or_notify_cancel()`` of each of ``futures``: PENDING ones become RUNNING;
+    the others go through the stdlib's method (a cancelled one is notified)."""
+    for condition, run in itertools.groupby(futures, key=_lock):
+        others = []
+        with condition:
+            for future in run:
+                if future._state == PENDING:
+                    future._state = RUNNING
+                else:
+                    others.append(future)
+        for future in others:
+            future.set_running_or_notify_cancel()
+
+
+def finish_all(futures: Sequence[StarburstFuture[Any]], values: Sequence[Any]) -> None:
+    """``set_result(value)`` of each of ``futures`` with its value, but of one done already
+    (cancelled, or resolved by an earlier attempt), which keeps its state."""
+    for condition, run in itertools.groupby(zip(futures, values), key=_first_lock):
+        finished = []
+        with condition:
+            for future, value in run:
+                if future._state in _DONE:
+                    continue
+                future._result = value
+                future._state = FINISHED
+                for waiter in future._waiters:  # wait() and as_completed()
+                    waiter.add_result(future)
+                finished.append(future)
+            condition.notify_all()
+        for future in finished:
+            future._invoke_callbacks()

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import as_completed
+from concurrent.futures import as_completed, wait
 from typing import Any
 
-from starburst_executor._future import CallMetadata, StarburstFuture
+from starburst_executor._future import CallMetadata, StarburstFuture, finish_all, start_all
 
 
 def _future(item_id: int = 7) -> tuple[StarburstFuture[Any], list[int]]:
@@ -73,3 +73,26 @@ def test_futures_sharing_a_lock_are_futures_like_any_other() -> None:
     # wait() and as_completed() take each future's lock in turn: the same one, reentrant.
     assert set(as_completed([first, second], timeout=10)) == {first, second}
     assert not second.cancel() and not first.cancelled()
+
+
+def test_many_started_and_finished_at_once_as_one_by_one() -> None:
+    shared = threading.Condition()
+    futures = [StarburstFuture.sharing(shared, CallMetadata(i, 0.0)) for i in range(4)]
+    alone: StarburstFuture[Any] = StarburstFuture(CallMetadata(4, 0.0))  # a lock of its own
+    every = [*futures, alone]
+    assert futures[3].cancel()
+    start_all(every)
+    assert [f.running() for f in every] == [True, True, True, False, True]
+    assert futures[3].cancelled()  # notified, as set_running_or_notify_cancel() does
+    assert wait([futures[3]], timeout=0).done == {futures[3]}
+
+    called: list[Any] = []
+    futures[1].add_done_callback(lambda f: called.append(f.result()))
+    waiting = as_completed(every, timeout=10)  # a waiter on each: told of each result
+    assert next(waiting) is futures[3]  # cancelled: done before any result
+    finish_all(every, ["a", "b", "c", "d", "e"])
+    assert [f.result() for f in every if not f.cancelled()] == ["a", "b", "c", "e"]
+    assert futures[3].cancelled() and called == ["b"]
+    assert set(waiting) == {futures[0], futures[1], futures[2], alone}
+    finish_all(every[:1], ["again"])  # done already: kept, as set_result() would refuse
+    assert futures[0].result() == "a"

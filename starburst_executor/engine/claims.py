@@ -25,6 +25,7 @@ import time
 from collections.abc import Callable, Iterable
 
 from .. import _keys
+from .._future import start_all
 from ..storage import ObjectStore
 from .batches import ASSIGNED, CLAIMED, REVOKED, UNASSIGNED, Batch
 
@@ -97,8 +98,7 @@ class Claims:
         if not batch.claimed_at:
             # First claimed: every future left is PENDING (a cancel() takes this lock, and
             # results come only after a claim), so one state change each.
-            for future in batch.futures.values():
-                future.set_running_or_notify_cancel()
+            start_all(batch.futures.values())
         batch.claimed_at = time.monotonic()
         worker = batch.worker
         if batch.queued and worker is not None and worker.batch is batch and \

@@ -8,7 +8,10 @@ manager's turn (and every assignment in it) for seconds.
 
 from __future__ import annotations
 
+from typing import Any
+
 from .. import _gc, _keys, _output, payload
+from .._future import StarburstFuture
 from ..errors import SerializationError, StarburstError, StoreError
 from ..storage import ObjectStore
 from .batches import Batch
@@ -86,6 +89,8 @@ def settle_records(batch: Batch, part: payload.ResultPart, intake: Intake) -> No
     futures, done = batch.futures, batch.done_ids
     worker_id, attempt = part.worker_id, batch.attempt
     decode, settle = payload.decode_result, intake.settle
+    returned: list[StarburstFuture[Any]] = []  # resolved together, at the end
+    values: list[Any] = []
     for record in part.records:
         item_id = record.item_id
         future = futures.pop(item_id, None)
@@ -100,6 +105,13 @@ def settle_records(batch: Batch, part: payload.ResultPart, intake: Intake) -> No
             meta.output = record.output
             _output.write_output(item_id, record.output)
         if record.atom:
-            settle(future, True, record.value)
+            returned.append(future)
+            values.append(record.value)
+            continue
+        ok, value = decode(record)
+        if ok:
+            returned.append(future)
+            values.append(value)
         else:
-            settle(future, *decode(record))
+            settle(future, False, value)
+    intake.settle_values(returned, values)
