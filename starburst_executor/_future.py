@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import logging
+import operator
 import threading
 import time
 from concurrent.futures import Future
@@ -22,7 +23,7 @@ from concurrent.futures._base import (
     RUNNING,
 )
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 __all__ = ["CallMetadata", "StarburstFuture", "shield_callbacks", "start_all", "finish_all"]
 
@@ -115,6 +116,8 @@ class StarburstFuture(Future[T]):
 
     def result(self, timeout: float | None = None) -> T:
         """The call's return value, as :meth:`concurrent.futures.Future.result`."""
+        if self._state == _FINISHED and self._exception is None:
+            return cast(T, self._result)  # final, set before it: no lock (map's case)
         self._wait(timeout)
         return super().result(0)
 
@@ -185,12 +188,7 @@ class StarburstFuture(Future[T]):
 # methods take it and notify once per future.  Each does what the stdlib's method does.
 
 
-def _lock(future: Future[Any]) -> threading.Condition:
-    return future._condition
-
-
-def _first_lock(pair: tuple[Future[Any], Any]) -> threading.Condition:
-    return pair[0]._condition
+_lock: Callable[[Future[Any]], threading.Condition] = operator.attrgetter("_condition")
 
 
 def start_all(futures: Iterable[StarburstFuture[Any]]) -> None:
@@ -211,10 +209,12 @@ def start_all(futures: Iterable[StarburstFuture[Any]]) -> None:
 def finish_all(futures: Sequence[StarburstFuture[Any]], values: Sequence[Any]) -> None:
     """``set_result(value)`` of each of ``futures`` with its value, but of one done already
     (cancelled, or resolved by an earlier attempt), which keeps its state."""
-    for condition, run in itertools.groupby(zip(futures, values), key=_first_lock):
+    each_value = iter(values)
+    for condition, run in itertools.groupby(futures, key=_lock):
         finished = []
         with condition:
-            for future, value in run:
+            for future in run:
+                value = next(each_value)
                 if future._state in _DONE:
                     continue
                 future._result = value

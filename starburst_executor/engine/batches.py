@@ -221,21 +221,24 @@ class Batcher:
             return  # reported with its batch
         self._bytes_per_call = float(len(first.pickled))
 
-    def _pickle_args(self, items: list[WorkItem]) -> list[WorkItem]:
-        """Pickle the arguments of the calls not pickled yet; fail those that cannot travel."""
+    def _pickle_args(self, items: list[WorkItem]) -> tuple[list[WorkItem], list[int]]:
+        """Pickle the arguments of the calls not pickled yet; fail those that cannot travel.
+        Returns the others, and the size of each one's pickle."""
         dumps = payload.ArgsPickler(self._max_size).dumps
-        kept = []
+        kept, sizes = [], []
         for item in items:
-            if item.pickled is None:
+            pickled = item.pickled
+            if pickled is None:
                 try:
-                    item.pickled = dumps(item.item_id, item.args, item.kwargs)
+                    pickled = item.pickled = dumps(item.item_id, item.args, item.kwargs)
                 except (SerializationError, PayloadTooLarge) as exc:
                     self._intake.settle(item.future, False, exc)
                     continue
             item.args = ()  # the pickle is what travels now
             item.kwargs = _NO_KWARGS
             kept.append(item)
-        return kept
+            sizes.append(len(pickled))
+        return kept, sizes
 
     def _upload_function(self, fn: Callable[..., Any]) -> str | SerializationError:
         """Upload ``fn`` unless uploaded lately; its digest, or why it cannot travel."""
@@ -256,9 +259,8 @@ class Batcher:
         if isinstance(digest, SerializationError):
             self._intake.settle_all([item.future for item in items], digest)
             return None
-        items = self._pickle_args(items)
-        keep = split_by_bytes([len(item.pickled) if item.pickled else 0 for item in items],
-                              self._policy.max_batch_bytes)
+        items, sizes = self._pickle_args(items)
+        keep = split_by_bytes(sizes, self._policy.max_batch_bytes)
         for item in reversed(items[keep:]):
             self._carry.appendleft(item)
         del items[keep:]
