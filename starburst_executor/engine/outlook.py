@@ -17,6 +17,9 @@ from .workers import Worker, Workers
 __all__ = ["Outlook"]
 
 _LATE_LOOK = 0.05  # seconds between looks for late results, at most (see next_due)
+# Seconds after a batch is expected to end that its results are first looked for, at most:
+# its worker's write of the last part is one round trip (S3: ~30-100 ms).
+_END_LOOK = 0.1
 
 
 class Outlook:
@@ -123,10 +126,11 @@ class Outlook:
           the moment it runs is seen within seconds, not after a long backoff);
         * a running worker whose batch is not seen claimed, or whose calls are not timed yet
           (its first results teach the most): the shortest poll;
-        * a batch expected to end (by its calls' measured durations): just after, then while
-          it is late by less than its length plus a second, the shortest poll, or a quarter
-          of it (if that poll is long) when nothing is queued behind it (its worker waits
-          for the client, or these are the last results the caller waits for).
+        * a batch expected to end (by its calls' measured durations): just after (a quarter
+          of the shortest poll, at most ``_END_LOOK``), then while it is late by less than its
+          length plus a second, the shortest poll, or a quarter of it (if that poll is long)
+          when nothing is queued behind it (its worker waits for the client, or these are the
+          last results the caller waits for).
         """
         poll_min, now, due = self._workers.poll_min, time.monotonic(), None
         # Sooner than the shortest poll only where that is long (a remote store): a local
@@ -158,7 +162,7 @@ class Outlook:
                 end += expected
                 left = end - now
                 if left > 0:
-                    soon(left + poll_min / 4)
+                    soon(left + min(poll_min / 4, _END_LOOK))
                 elif left > -expected - 1.0:
                     soon(late if batch is head and queued is None else poll_min)
         return due

@@ -41,3 +41,15 @@ def test_a_batch_past_its_estimate_by_less_than_a_poll_is_not_a_slow_host() -> N
     assert outlook.pace(first) == first.pace == 1.0
     first.batch.claimed_at -= 1.0  # twice its estimate: a slow host shows
     assert outlook.pace(first) > 1.5
+
+
+def test_results_are_looked_for_one_write_after_the_expected_end() -> None:
+    for poll_min, after in ((1.0, 0.1), (0.05, 0.0125)):  # an S3 store's poll, a Docker one's
+        _, _, workers, dispatcher, (first, second) = _running(2, 10.0)
+        workers.poll_min = poll_min
+        for worker in (first, second):
+            assert worker.batch is not None and worker.queued is None
+            worker.batch.claimed_at -= 9.0  # one second left of each
+        due = dispatcher.outlook.next_due()
+        # Not a quarter of a one-second poll late: the last part's write is a round trip.
+        assert due is not None and 1.0 + after - 0.05 < due <= 1.0 + after
