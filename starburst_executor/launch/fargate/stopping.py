@@ -35,8 +35,8 @@ STOP_BACKOFF = 0.5
 """Seconds before the second round, doubled for each later one."""
 STOP_DEADLINE = 20.0
 """No round starts later than this many seconds after the first: a stop never waits longer."""
-STOP_THREADS = 10
-"""StopTask calls in flight at once."""
+STOP_THREADS = 20
+"""StopTask calls in flight at once (as many as ECS takes in a burst: one wave for 20 tasks)."""
 
 
 def _already_gone(exc: BaseException) -> bool:
