@@ -283,9 +283,10 @@ class Batch:
 class Assignment:
     """A worker's next order: run ``attempt`` of a batch without the calls in ``skip``, or stop.
 
-    A JSON body on the wire (``{"batch": id, "attempt": n, "skip": [...]}`` or
+    A JSON body on the wire (``{"batch": id, "attempt": n, "skip": [...], "expected": s}`` or
     ``{"stop": true}``), framed and authenticated like every other object; then, for a small
     batch sent inline, a newline and ``batch``: its object as stored under ``batches/<id>``.
+    ``expected``: the seconds the client expects the batch to run (0: not known yet).
     """
 
     batch_id: str = ""
@@ -293,13 +294,17 @@ class Assignment:
     skip: frozenset[int] = frozenset()
     stop: bool = False
     batch: bytes = b""
+    expected: float = 0.0
 
     def encode(self, *, key: str, secret: bytes) -> bytes:
         if self.stop:
             body = b'{"stop": true}'
         else:
-            body = json.dumps({"batch": self.batch_id, "attempt": self.attempt,
-                               "skip": sorted(self.skip)}).encode()
+            order: dict[str, Any] = {"batch": self.batch_id, "attempt": self.attempt,
+                                     "skip": sorted(self.skip)}
+            if self.expected > 0:
+                order["expected"] = round(self.expected, 3)
+            body = json.dumps(order).encode()
             body = b"\n".join((body, self.batch)) if self.batch else body  # JSON has no \n
         return dump("assign", body, key=key, secret=secret)
 
@@ -311,5 +316,5 @@ class Assignment:
         if order.get("stop"):
             return cls(stop=True)
         return cls(order["batch"], int(order["attempt"]), frozenset(order.get("skip", ())),
-                   batch=inline)
+                   batch=inline, expected=max(0.0, float(order.get("expected", 0.0))))
 

@@ -8,7 +8,8 @@ if there is one (``_initializer``), then loops::
       claim claims/<batch id>.<attempt> (create-if-absent)  --(revoked by the client)-->  next
       fetch the batch and its functions (functions cached by content hash)
       run each call, its output captured (_output), writing results in parts as they finish
-      (every flush_interval)
+      (every flush_interval); late in a long batch (on S3), read assign/<worker id>/<seq + 1>
+      once, early: found, the next batch starts with its claim alone
       seq += 1
 
 so a warm worker takes the next batch without a new cold start.  It imports payload, storage,
@@ -95,9 +96,13 @@ class Worker:
         failed = self._initialize()
         seq = 0
         finishing: Callable[[], None] = _nothing  # waits for the last batch's last part
+        ahead: _Lookahead | None = None  # the next assignment, read late in a long batch
         try:
             while True:
-                assignment = self._next_assignment(seq)
+                assignment = ahead.take() if ahead is not None else None
+                ahead = None
+                if assignment is None:
+                    assignment = self._next_assignment(seq)
                 if assignment is None:
                     _log(f"{self.worker_id}: idle for {self.idle_timeout:g}s, exiting")
                     return 0
@@ -114,10 +119,21 @@ class Worker:
                 wait, finishing = finishing, _nothing
                 wait()
                 if claimed:
+                    ahead = self._look_ahead(seq + 1, assignment.expected)
                     finishing = self._run_batch(assignment)
                 seq += 1
         finally:
+            if ahead is not None:
+                ahead.cancel()
             finishing()  # out before the worker exits, whatever ends it
+
+    def _look_ahead(self, seq: int, expected: float) -> _Lookahead | None:
+        """On a remote store, read assignment ``seq`` once, late in a batch expected to run
+        ``expected`` seconds: the client writes it while the batch runs, so found, the next
+        batch starts after one round trip (its claim), not two."""
+        if not is_remote(self.store) or expected < _AHEAD_MIN_SECONDS:
+            return None
+        return _Lookahead(self, _keys.assign_key(self.worker_id, seq), expected * _AHEAD_AT)
 
     def _next_assignment(self, seq: int) -> payload.Assignment | None:
         key = _keys.assign_key(self.worker_id, seq)
@@ -251,9 +267,55 @@ def _unpickling_error(what: str, worker_id: str, exc: Exception) -> Serializatio
 # next assignment within a poll or two of seeing the last results.
 _EAGER_POLLS = 3
 
+# The next assignment is read once, early, in a batch expected to run this long or longer, at
+# this share of it (the client queues it a poll or so after the batch starts).
+_AHEAD_MIN_SECONDS = 0.5
+_AHEAD_AT = 0.75
+
 # A part is written at the latest after this many results, so the client can take in the
 # first results of a long batch of quick calls while the worker runs the rest.
 _FLUSH_RECORDS = 2000
+
+
+class _Lookahead:
+    """One read of an assignment, in the background after ``delay`` seconds unless taken (or
+    cancelled) first.  Not found, or not read in time: the worker's usual polls read it."""
+
+    def __init__(self, worker: Worker, key: str, delay: float):
+        self._worker = worker
+        self._key = key
+        self._taken = threading.Event()
+        self._found: payload.Assignment | None = None
+        self._forged: IntegrityError | None = None
+        self._thread = threading.Thread(target=self._read, args=(delay,),
+                                        name="starburst-lookahead", daemon=True)
+        self._thread.start()
+
+    def _read(self, delay: float) -> None:
+        if self._taken.wait(delay):
+            return
+        worker = self._worker
+        try:
+            self._found = payload.Assignment.decode(worker.store.get(self._key),
+                                                    key=self._key, secret=worker.secret)
+        except ObjectNotFound:
+            pass
+        except IntegrityError as exc:  # ends the worker, as the usual read of it would
+            self._forged = exc
+        except Exception as exc:  # the usual polls read it again
+            _log(f"{worker.worker_id}: reading the next assignment early failed: "
+                 f"{type(exc).__name__}: {exc}")
+
+    def take(self) -> payload.Assignment | None:
+        """The assignment, if read (after the read under way, if any), else ``None``."""
+        self._taken.set()
+        self._thread.join()
+        if self._forged is not None:
+            raise self._forged
+        return self._found
+
+    def cancel(self) -> None:
+        self._taken.set()
 
 
 class _PartWriter:

@@ -197,6 +197,12 @@ def test_assignment_round_trip() -> None:
     assert payload.Assignment.decode(data, key="a", secret=S) == order
     short = payload.dump("assign", b'{"batch": "b1", "attempt": 1}', key="a", secret=S)
     assert payload.Assignment.decode(short, key="a", secret=S).skip == frozenset()
+    assert payload.Assignment.decode(short, key="a", secret=S).expected == 0.0  # not known
+    timed = payload.Assignment("b000000007", 3, expected=2.0004)
+    data = timed.encode(key="a", secret=S)
+    assert json.loads(bytes(payload.open_frame(data, "assign", key="a", secret=S)))[
+        "expected"] == 2.0
+    assert payload.Assignment.decode(data, key="a", secret=S).expected == 2.0
     stop = payload.Assignment(stop=True)
     assert payload.Assignment.decode(stop.encode(key="a", secret=S), key="a", secret=S) == stop
     inline = payload.Assignment("b000000007", 1, batch=b"SBX1\n{binary}\x00\n")

@@ -199,3 +199,60 @@ def test_a_batchs_last_part_is_written_while_the_next_assignment_is_read() -> No
     assert store.next_read_while_writing.is_set()  # the two round trips overlapped
     # Every part is out before the worker exits, the last one included.
     assert _results(store) == {0: (True, 2), 1: (True, 3)}
+
+
+class _CountingRemoteStore(MemoryStore):
+    """Passes for S3; counts the reads of each key and says when ``watched`` is read."""
+
+    def __init__(self, watched: str) -> None:
+        super().__init__(f"worker-test-{next(_names)}")
+        self.url = "s3://bucket/worker-test"
+        self.watched = watched
+        self.read = threading.Event()
+        self.gets: dict[str, int] = {}
+
+    def get(self, key: str) -> bytes:
+        self.gets[key] = self.gets.get(key, 0) + 1
+        try:
+            return super().get(key)
+        finally:
+            if key == self.watched:
+                self.read.set()
+
+
+def _wait_for_file(path: str) -> str:
+    deadline = time.monotonic() + 10
+    while not os.path.exists(path) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return path
+
+
+def _serve_in_background(store: Any) -> threading.Thread:
+    worker = Worker(store, "w1", secret=SECRET, idle_timeout=0.3)
+    thread = threading.Thread(target=worker.run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize("queued_in_time", [True, False])
+def test_the_next_assignment_is_read_once_late_in_a_long_batch(
+        tmp_path: Any, queued_in_time: bool) -> None:
+    second = _keys.assign_key("w1", 1)
+    store = _CountingRemoteStore(watched=second)
+    release = str(tmp_path / "release")
+    _put_batch(store, "b1", _wait_for_file, [(0, (release,))])
+    _put_batch(store, "b2", lambda x: x * 3, [(1, (1,))])
+    _assign(store, "w1", 0, "b1", expected=0.8)  # read ahead 0.6 s into it
+    if queued_in_time:
+        _assign(store, "w1", 1, "b2")  # queued behind it, as the client does
+    thread = _serve_in_background(store)
+    assert store.read.wait(10)  # read while b1 still waits for its release
+    assert store.gets[second] == 1
+    if not queued_in_time:
+        _assign(store, "w1", 1, "b2")  # too late for the early read: the usual polls find it
+    open(release, "w").close()
+    thread.join(10)
+    assert not thread.is_alive()
+    assert _results(store) == {0: (True, release), 1: (True, 3)}
+    # Found early: not read again after b1; else read again until found.
+    assert (store.gets[second] == 1) is queued_in_time

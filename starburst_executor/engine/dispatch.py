@@ -123,7 +123,7 @@ class Dispatcher:
                 self._ledger.batches += 1
                 batch = formed
                 self._claims.bind(batch)
-            self._workers.assign(worker, batch)
+            self._workers.assign(worker, batch, expected=self.outlook.expected(batch))
             self.inflight[batch.batch_id] = batch
             if batch.futures:
                 return True
@@ -164,7 +164,7 @@ class Dispatcher:
         for idle in [w for w in workers if w.batch is None]:
             batch = self._steal_queued(idle)
             if batch is not None:
-                self._workers.assign(idle, batch)
+                self._workers.assign(idle, batch, expected=self.outlook.expected(batch))
                 self.inflight[batch.batch_id] = batch
                 progress = True
             elif self._rerun_stragglers and self._rerun(idle):
@@ -208,7 +208,7 @@ class Dispatcher:
             return False
         worst.other = worst.worker
         self._ledger.reruns += len(worst.futures)
-        self._workers.assign(idle, worst, rerun=True)
+        self._workers.assign(idle, worst, rerun=True, expected=self.outlook.expected(worst))
         return True
 
     def complete(self, batch: Batch, winner: str | None = None) -> None:

@@ -171,9 +171,12 @@ class Workers:
             _auth.ENV_SECRET: _auth.secret_to_env(self._secret),
         }
 
-    def assign(self, worker: Worker, batch: Batch, *, rerun: bool = False) -> None:
+    def assign(self, worker: Worker, batch: Batch, *, rerun: bool = False,
+               expected: float | None = None) -> None:
         """Write the worker's next assignment: the batch's next attempt, behind the batch it
-        runs, if any.  ``rerun``: a second copy of a running batch (already started)."""
+        runs, if any.  ``rerun``: a second copy of a running batch (already started);
+        ``expected``: how long the batch should run, if known (the worker looks for its next
+        assignment near the end)."""
         with batch.lock:  # so that no cancel() slips between the skip list and the claim state
             batch.drop_cancelled()
             batch.attempt += 1
@@ -182,7 +185,7 @@ class Workers:
             batch.claim = CLAIMED if rerun else ASSIGNED
             batch.queued = worker.batch is not None
             order = payload.Assignment(batch.batch_id, batch.attempt, frozenset(batch.done_ids),
-                                       batch=batch.body)
+                                       batch=batch.body, expected=expected or 0.0)
             key = _keys.assign_key(worker.worker_id, worker.seq)
             data = order.encode(key=key, secret=self._secret)
             if self._writes is None:

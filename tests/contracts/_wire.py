@@ -34,8 +34,9 @@ def put_batch(store: ObjectStore, batch_id: str, fn: Callable[..., Any],
 
 
 def assign(store: ObjectStore, worker_id: str, seq: int, batch_id: str, *,
-           skip: Sequence[int] = ()) -> None:
-    """Give ``worker_id`` its ``seq``-th assignment: attempt 1 of ``batch_id``."""
-    order = payload.Assignment(batch_id, 1, frozenset(skip))
+           skip: Sequence[int] = (), expected: float = 0.0) -> None:
+    """Give ``worker_id`` its ``seq``-th assignment: attempt 1 of ``batch_id`` (expected to
+    run ``expected`` seconds, if known)."""
+    order = payload.Assignment(batch_id, 1, frozenset(skip), expected=expected)
     key = _keys.assign_key(worker_id, seq)
     store.put(key, order.encode(key=key, secret=SECRET))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from starburst_executor import payload
+from starburst_executor import _keys, payload
 from starburst_executor.config import load_config
 from starburst_executor.engine import Ledger
 from starburst_executor.engine.batches import Batch, Batcher
@@ -81,6 +81,14 @@ def test_a_running_worker_gets_a_queued_batch_once_durations_are_known() -> None
     dispatcher.fill(live, work_left=True, may_queue=True)
     # No call of theirs ended yet (how fast a host each is, is not known): one call each.
     assert [len(w.queued.futures) for w in live if w.queued] == [1, 1]
+    # Each says how long it should run, if known when written (its worker reads the next
+    # assignment late in it).
+
+    def order(seq: int) -> payload.Assignment:
+        key = _keys.assign_key(live[0].worker_id, seq)
+        return payload.Assignment.decode(workers._store.get(key), key=key, secret=SECRET)
+
+    assert order(0).expected == 0.0 and order(1).expected == 1.0
     assert dispatcher.next_due() == workers.poll_min  # they run, no claim seen: look soon
     for worker in live:
         assert worker.batch is not None
