@@ -51,9 +51,8 @@ class Outlook:
                     expected = self.expected(batch)
                     if expected is None:
                         expected = (each or 0.0) * len(batch.futures)
-                    if batch is head and head.claim == CLAIMED:
-                        expected = max(0.0, expected * pace - (now - head.claimed_at)) / pace
-                    left += expected * pace
+                    left += _left(batch, expected, pace, now) if batch is head else \
+                        expected * pace
             free_in[worker.worker_id] = left
             if each:
                 per_call[worker.worker_id] = each * pace
@@ -81,8 +80,7 @@ class Outlook:
         head_expected = self.expected(head) if head is not None else None
         if holder is None or head is None or head_expected is None or expected is None:
             return True  # when the holder is free is not known
-        ran = time.monotonic() - head.claimed_at if head.claim == CLAIMED else 0.0
-        left = max(0.0, head_expected * self.pace(holder) - ran)
+        left = _left(head, head_expected, self.pace(holder), time.monotonic())
         return expected * self.pace(worker) < left + expected * self.pace(holder)
 
     def per_call(self, batch: Batch) -> float | None:
@@ -172,3 +170,10 @@ class Outlook:
             return 0.0
         per_call = self._estimates.seconds_per_call(batch.digest)
         return None if per_call is None else per_call * batch.calls
+
+
+def _left(batch: Batch, expected: float, pace: float, now: float) -> float:
+    """Seconds a worker of ``pace`` has left of ``batch``, expected to run ``expected`` seconds
+    at pace 1: all of it until it is claimed."""
+    ran = now - batch.claimed_at if batch.claim == CLAIMED else 0.0
+    return max(0.0, expected * pace - ran)
