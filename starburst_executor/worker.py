@@ -6,7 +6,8 @@ if there is one (``_initializer``), then loops::
 
     wait for assign/<worker id>/<seq>  --(idle_timeout passes, or a stop order)-->  exit 0
       claim claims/<batch id>.<attempt> (create-if-absent)  --(revoked by the client)-->  next
-      fetch the batch and its functions (functions cached by content hash)
+      fetch the batch and its functions (functions cached by content hash; a new one of a
+      batch that came inline is read while the claim is written)
       run each call, its output captured (_output), writing results in parts as they finish
       (every flush_interval); late in a long batch (on S3), read assign/<worker id>/<seq + 1>
       once, early: found, the next batch starts with its claim alone
@@ -113,19 +114,48 @@ class Worker:
                     # Said through the batch's results, which the client reads anyway.
                     self._fail_whole_batch(assignment, failed)
                     return 1
+                fetching, batch = self._fetch_functions(assignment)
                 claimed = self._claim(assignment)
+                fetching()
                 # Its results were written meanwhile (on a remote store, a round trip or two
                 # saved between two batches); they are out before the next batch starts.
                 wait, finishing = finishing, _nothing
                 wait()
                 if claimed:
                     ahead = self._look_ahead(seq + 1, assignment.expected)
-                    finishing = self._run_batch(assignment)
+                    finishing = self._run_batch(assignment, batch)
                 seq += 1
         finally:
             if ahead is not None:
                 ahead.cancel()
             finishing()  # out before the worker exits, whatever ends it
+
+    def _fetch_functions(self, assignment: payload.Assignment
+                         ) -> tuple[Callable[[], None], payload.Batch | None]:
+        """On a remote store, read the functions of a batch that came inline and are not
+        cached yet while its claim is written (a worker's first batch: two round trips side
+        by side).  Returns what waits for them, and the batch if it was read."""
+        if not assignment.batch or not is_remote(self.store):
+            return _nothing, None
+        try:
+            batch = payload.Batch.decode(assignment.batch, key=_keys.batch_key(
+                assignment.batch_id), secret=self.secret)
+        except Exception:  # read again, and refused with a reason, by _run_batch
+            return _nothing, None
+        missing = [d for d in batch.digests if d not in self._functions]
+        if not missing:
+            return _nothing, batch
+
+        def fetch() -> None:
+            try:
+                for digest in missing:
+                    self._load_function(digest)
+            except Exception:  # read again, and reported with the batch, by _run_batch
+                pass
+
+        thread = threading.Thread(target=fetch, name="starburst-fetch", daemon=True)
+        thread.start()
+        return thread.join, batch
 
     def _look_ahead(self, seq: int, expected: float) -> _Lookahead | None:
         """On a remote store, read assignment ``seq`` once, late in a batch expected to run
@@ -198,14 +228,17 @@ class Worker:
         writer.add(payload.encode_exception(payload.WHOLE_BATCH, error, 0.0, 0.0))
         writer.flush(final=True)
 
-    def _run_batch(self, assignment: payload.Assignment) -> Callable[[], None]:
-        """Run the batch; return what waits for its last part to be written."""
+    def _run_batch(self, assignment: payload.Assignment, batch: payload.Batch | None = None
+                   ) -> Callable[[], None]:
+        """Run the batch (``batch``: read already); return what waits for its last part to be
+        written."""
         batch_id, attempt = assignment.batch_id, assignment.attempt
         writer = _PartWriter(self, batch_id, attempt)
         try:
-            key = _keys.batch_key(batch_id)
-            data = assignment.batch or self.store.get(key)  # a small one came inline
-            batch = payload.Batch.decode(data, key=key, secret=self.secret)
+            if batch is None:
+                key = _keys.batch_key(batch_id)
+                data = assignment.batch or self.store.get(key)  # a small one came inline
+                batch = payload.Batch.decode(data, key=key, secret=self.secret)
             functions = [self._load_function(d) for d in batch.digests]
         except Exception as exc:
             error: Exception = exc

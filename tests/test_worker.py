@@ -256,3 +256,34 @@ def test_the_next_assignment_is_read_once_late_in_a_long_batch(
     assert _results(store) == {0: (True, release), 1: (True, 3)}
     # Found early: not read again after b1; else read again until found.
     assert (store.gets[second] == 1) is queued_in_time
+
+
+class _ClaimWaitsForFunctionStore(MemoryStore):
+    """Passes for S3; writing a claim waits (a while) for the batch's function to be read."""
+
+    def __init__(self) -> None:
+        super().__init__(f"worker-test-{next(_names)}")
+        self.url = "s3://bucket/worker-test"
+        self.function_read = threading.Event()
+        self.overlapped = False
+
+    def put_if_absent(self, key: str, data: bytes) -> bool:
+        if key.startswith(_keys.CLAIMS_PREFIX):
+            self.overlapped = self.function_read.wait(10)
+        return super().put_if_absent(key, data)
+
+    def get(self, key: str) -> bytes:
+        if key.startswith(_keys.function_key("")):
+            self.function_read.set()
+        return super().get(key)
+
+
+def test_a_new_function_is_read_while_the_claim_of_its_batch_is_written() -> None:
+    store = _ClaimWaitsForFunctionStore()
+    _put_batch(store, "b1", lambda x: x * 2, [(0, (4,))])
+    inline = store.get(_keys.batch_key("b1"))  # a small batch travels in its assignment
+    key = _keys.assign_key("w1", 0)
+    store.put(key, payload.Assignment("b1", 1, batch=inline).encode(key=key, secret=SECRET))
+    assert Worker(store, "w1", secret=SECRET, idle_timeout=0.1).run() == 0
+    assert store.overlapped  # the two round trips went side by side
+    assert _results(store) == {0: (True, 8)}
