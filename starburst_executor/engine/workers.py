@@ -173,10 +173,8 @@ class Workers:
 
     def assign(self, worker: Worker, batch: Batch, *, rerun: bool = False,
                expected: float | None = None) -> None:
-        """Write the worker's next assignment: the batch's next attempt, behind the batch it
-        runs, if any.  ``rerun``: a second copy of a running batch (already started);
-        ``expected``: how long the batch should run, if known (the worker looks for its next
-        assignment near the end)."""
+        """Write the worker's next assignment (behind the batch it runs, if any): the batch's
+        next attempt (``rerun``: a copy of one started), to run ``expected`` s, if known."""
         with batch.lock:  # so that no cancel() slips between the skip list and the claim state
             batch.drop_cancelled()
             batch.attempt += 1
