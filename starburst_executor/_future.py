@@ -97,15 +97,18 @@ class StarburstFuture(Future[T]):
         self._withdraw: Callable[[int, Callable[[], bool]], bool] | None = None
 
     @classmethod
-    def sharing(cls, condition: threading.Condition, metadata: CallMetadata
+    def sharing(cls, condition: threading.Condition | None, metadata: CallMetadata
                 ) -> StarburstFuture[Any]:
-        """A future whose lock is ``condition``, shared with the other futures of one ``map``.
+        """A future whose lock is ``condition``, shared with the other futures of one ``map``
+        (``None``: a lock of its own).
 
         A Future's own Condition is most of what making one costs (~2 of ~2.5 us); a map of
         10,000 quick calls makes them all before it yields a result.  Sharing is safe: the
         lock is reentrant, and a ``notify_all`` for another future of the map only makes a
         waiter in :meth:`result` or :meth:`exception` look at its own again.
         """
+        if condition is None:
+            return cls(metadata)
         future = cls.__new__(cls)
         # What __init__ sets (a test checks that the two agree), with the shared lock; one
         # dict, set at once, is the quickest way.

@@ -93,9 +93,7 @@ class DetachedExecutor(FargateExecutor):
                 first = self._intake.next_id
                 self._intake.next_id += len(calls)
                 for item_id, (args, kwargs) in enumerate(calls, first):
-                    future: StarburstFuture[Any] = (
-                        StarburstFuture(CallMetadata(item_id, now)) if shared is None
-                        else StarburstFuture.sharing(shared, CallMetadata(item_id, now)))
+                    future = StarburstFuture.sharing(shared, CallMetadata(item_id, now))
                     self._intake.pending.append(
                         WorkItem(item_id, future, fn, args, kwargs, chunksize))
                     futures.append(future)

@@ -301,9 +301,7 @@ class FargateExecutor(Executor):
             futures: list[Any] = []
             with _gc.paused(len(calls) > 1000):  # see _gc
                 for item_id, (args, kwargs) in zip(itertools.count(first), calls):
-                    future: StarburstFuture[Any] = (
-                        StarburstFuture(CallMetadata(item_id, now)) if shared is None
-                        else StarburstFuture.sharing(shared, CallMetadata(item_id, now)))
+                    future = StarburstFuture.sharing(shared, CallMetadata(item_id, now))
                     intake.pending.append(WorkItem(item_id, future, fn, args, kwargs, chunksize))
                     futures.append(future)
             if intake.progress is not None:
