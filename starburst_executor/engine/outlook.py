@@ -126,9 +126,9 @@ class Outlook:
           (its first results teach the most): the shortest poll;
         * a batch expected to end (by its calls' measured durations): just after (a quarter
           of the shortest poll, at most ``_END_LOOK``), then while it is late by less than its
-          length plus a second, the shortest poll, or a quarter of it (if that poll is long)
-          when nothing is queued behind it (its worker waits for the client, or these are the
-          last results the caller waits for).
+          length plus a second, the shortest poll, or when nothing is queued behind it (its
+          worker waits for the client, or these are the last results the caller waits for)
+          half its lateness, between ``_END_LOOK`` and a quarter of that poll (if it is long).
         """
         poll_min, now, due = self._workers.poll_min, time.monotonic(), None
         # Sooner than the shortest poll only where that is long (a remote store): a local
@@ -161,8 +161,12 @@ class Outlook:
                 left = end - now
                 if left > 0:
                     soon(left + min(poll_min / 4, _END_LOOK))
+                elif left > -expected - 1.0 and batch is head and queued is None:
+                    # Just late, its end was most likely reckoned a little early (from when
+                    # its claim was seen): look again soon, then less often.
+                    soon(min(late, max(_END_LOOK, -left / 2)))
                 elif left > -expected - 1.0:
-                    soon(late if batch is head and queued is None else poll_min)
+                    soon(poll_min)
         return due
 
     def expected(self, batch: Batch) -> float | None:

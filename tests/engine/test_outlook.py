@@ -43,7 +43,7 @@ def test_a_batch_past_its_estimate_by_less_than_a_poll_is_not_a_slow_host() -> N
     assert outlook.pace(first) > 1.5
 
 
-def test_results_are_looked_for_one_write_after_the_expected_end() -> None:
+def test_results_are_looked_for_one_write_after_the_expected_end_then_soon() -> None:
     for poll_min, after in ((1.0, 0.1), (0.05, 0.0125)):  # an S3 store's poll, a Docker one's
         _, _, workers, dispatcher, (first, second) = _running(2, 10.0)
         workers.poll_min = poll_min
@@ -53,3 +53,12 @@ def test_results_are_looked_for_one_write_after_the_expected_end() -> None:
         due = dispatcher.outlook.next_due()
         # Not a quarter of a one-second poll late: the last part's write is a round trip.
         assert due is not None and 1.0 + after - 0.05 < due <= 1.0 + after
+        for worker in (first, second):
+            assert worker.batch is not None
+            worker.batch.claimed_at -= 1.1  # late by a tenth of a second: again soon
+        due = dispatcher.outlook.next_due()
+        assert due == (0.1 if poll_min == 1.0 else 0.05)
+        for worker in (first, second):
+            assert worker.batch is not None
+            worker.batch.claimed_at -= 0.9  # by a second: less often
+        assert dispatcher.outlook.next_due() == (0.25 if poll_min == 1.0 else 0.05)
