@@ -245,12 +245,17 @@ class FargateLauncher:
     def _client(self, service: str) -> Any:
         with self._lock:
             client = self._clients.get(service)
-            if client is None:
-                client = _aws.client(service, self.region, retry_mode="adaptive",
-                                     max_attempts=self.max_attempts)
-                client.meta.events.register("before-send", self._count_request)
-                self._clients[service] = client
+        if client is not None:
             return client
+        # Made outside the lock (each from a session of its own): making one reads botocore's
+        # model of the service (EC2's: ~0.1 s), and the first lookups make several at once.
+        made = _aws.client(service, self.region, retry_mode="adaptive",
+                           max_attempts=self.max_attempts)
+        with self._lock:
+            client = self._clients.setdefault(service, made)
+            if client is made:
+                client.meta.events.register("before-send", self._count_request)
+        return client
 
     def _count_request(self, event_name: str = "", **_: Any) -> None:
         # event_name: before-send.<service>.<Operation>
