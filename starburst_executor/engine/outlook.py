@@ -106,10 +106,14 @@ class Outlook:
         return max(worker.pace, min(elapsed / expected, 100.0))
 
     def long(self, batch: Batch) -> bool:
-        """Whether ``batch``, of calls not timed yet, has run longer than a hand-off: its
-        calls are not trivial, and one more queued behind it spares its worker a poll."""
-        return batch.claim == CLAIMED and \
-            time.monotonic() - batch.claimed_at > self._estimates.handoff
+        """Whether ``batch``, of calls not timed yet, may have run longer than a hand-off (its
+        claim is seen up to the shortest poll late): its calls are not trivial, and one more
+        queued behind it spares its worker a poll.  On S3, where both are a second, that is
+        as soon as its claim is seen: else twenty first calls of 2 s, claimed a second before
+        the client looked, ended before a second call was queued, and each worker then
+        waited a poll for it."""
+        return batch.claim == CLAIMED and time.monotonic() - batch.claimed_at > \
+            self._estimates.handoff - self._workers.poll_min
 
     def timed(self, batch: Batch) -> bool:
         """Whether every call of ``batch`` has a measured duration (only then is a batch

@@ -62,3 +62,20 @@ def test_results_are_looked_for_one_write_after_the_expected_end_then_soon() -> 
             assert worker.batch is not None
             worker.batch.claimed_at -= 0.9  # by a second: less often
         assert dispatcher.outlook.next_due() == (0.25 if poll_min == 1.0 else 0.05)
+
+
+def test_a_running_batch_of_untimed_calls_is_long_once_it_may_have_run_a_hand_off() -> None:
+    batcher, claims, workers, dispatcher = _dispatch_of(4)
+    live, _ = workers.launch(2)
+    dispatcher.fill(live, work_left=True, may_queue=True)
+    head = live[0].batch
+    assert head is not None
+    claims.confirm(head, head.attempt)  # seen claimed just now; no call of it timed
+    batcher.estimates.handoff = 1.0
+    workers.poll_min = 0.05  # a claim is seen at most 50 ms late: not long yet
+    assert not dispatcher.outlook.long(head)
+    head.claimed_at -= 1.0
+    assert dispatcher.outlook.long(head)
+    head.claimed_at += 1.0
+    workers.poll_min = 1.5  # S3: it may have been claimed a poll before it was seen
+    assert dispatcher.outlook.long(head)
