@@ -19,6 +19,7 @@ from starburst_executor.storage.local import LocalStore
 from starburst_executor.storage.memory import MemoryStore
 from starburst_executor.worker import Worker
 
+from .contracts._exec_funcs import wait_for_gate
 from .contracts._wire import SECRET, SECRET_ENV, read_part
 from .contracts._wire import assign as _assign
 from .contracts._wire import put_batch as _put_batch
@@ -220,13 +221,6 @@ class _CountingRemoteStore(MemoryStore):
                 self.read.set()
 
 
-def _wait_for_file(path: str) -> str:
-    deadline = time.monotonic() + 10
-    while not os.path.exists(path) and time.monotonic() < deadline:
-        time.sleep(0.005)
-    return path
-
-
 def _serve_in_background(store: Any) -> threading.Thread:
     worker = Worker(store, "w1", secret=SECRET, idle_timeout=0.3)
     thread = threading.Thread(target=worker.run, daemon=True)
@@ -240,7 +234,7 @@ def test_the_next_assignment_is_read_once_late_in_a_long_batch(
     second = _keys.assign_key("w1", 1)
     store = _CountingRemoteStore(watched=second)
     release = str(tmp_path / "release")
-    _put_batch(store, "b1", _wait_for_file, [(0, (release,))])
+    _put_batch(store, "b1", wait_for_gate, [(0, (release, release))])
     _put_batch(store, "b2", lambda x: x * 3, [(1, (1,))])
     _assign(store, "w1", 0, "b1", expected=0.8)  # read ahead 0.6 s into it
     if queued_in_time:
