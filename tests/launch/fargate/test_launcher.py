@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from starburst_executor import _auth, _keys
+from starburst_executor.config import Config
 from starburst_executor.errors import ConfigError
 from starburst_executor.launch.base import LaunchFailure, TaskHandle, TaskPhase, WorkerSpec
 from starburst_executor.launch.fargate import taskdef
@@ -173,6 +174,17 @@ def test_a_failed_early_lookup_is_reported_by_the_first_launch(
     assert not fargate.proxy.requests.get(("ecs", "RunTask"))
 
 
+def _one_task(config: Config, store: S3Store) -> TaskHandle:
+    """Launch one idle worker with a launcher of ``config`` (closed after)."""
+    launcher = FargateLauncher.from_config(config, "n", store.url)
+    try:
+        (handle,) = launcher.launch([_idle_spec(store, 0.2)])
+        assert isinstance(handle, TaskHandle)
+        return handle
+    finally:
+        launcher.close()
+
+
 def test_networking_from_the_default_vpc_or_config(
         fargate: FargateEmulator, cluster: str, bucket: str, store: S3Store) -> None:
     fargate.runner = sleeper()
@@ -181,12 +193,7 @@ def test_networking_from_the_default_vpc_or_config(
     setup_sg = ec2.describe_security_groups(Filters=[
         {"Name": "vpc-id", "Values": [vpc["VpcId"]]},
         {"Name": "group-name", "Values": ["starburst-workers"]}])["SecurityGroups"][0]["GroupId"]
-    launcher = FargateLauncher.from_config(fargate_config(cluster, bucket), "n", store.url)
-    try:
-        (handle,) = launcher.launch([_idle_spec(store, 0.2)])
-        assert isinstance(handle, TaskHandle)
-    finally:
-        launcher.close()
+    handle = _one_task(fargate_config(cluster, bucket), store)
     # The default VPC, its subnets, the group in it: no round trip for what is known already.
     assert {op: n for (service, op), n in fargate.proxy.requests.items()
             if service == "ec2"} == {"DescribeVpcs": 1, "DescribeSubnets": 1,
@@ -195,21 +202,9 @@ def test_networking_from_the_default_vpc_or_config(
     subnet = ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc["VpcId"]]}])[
         "Subnets"][0]["SubnetId"]
     # Subnets configured, no group: setup's group in the subnets' VPC.
-    launcher = FargateLauncher.from_config(fargate_config(cluster, bucket, subnets=subnet),
-                                           "n", store.url)
-    try:
-        (h1,) = launcher.launch([_idle_spec(store, 0.2)])
-        assert isinstance(h1, TaskHandle)
-    finally:
-        launcher.close()
-    launcher = FargateLauncher.from_config(fargate_config(
-        cluster, bucket, subnets=subnet, security_groups="sg-12345", assign_public_ip=False),
-        "n", store.url)
-    try:
-        (h2,) = launcher.launch([_idle_spec(store, 0.2)])
-        assert isinstance(h2, TaskHandle)
-    finally:
-        launcher.close()
+    h1 = _one_task(fargate_config(cluster, bucket, subnets=subnet), store)
+    h2 = _one_task(fargate_config(cluster, bucket, subnets=subnet, security_groups="sg-12345",
+                                  assign_public_ip=False), store)
     from moto.ecs.models import ecs_backends
 
     tasks = ecs_backends["123456789012"][REGION].tasks[cluster]
