@@ -13,7 +13,6 @@ import itertools
 import logging
 import operator
 import threading
-import time
 from concurrent.futures import Future
 from concurrent.futures._base import (
     CANCELLED,
@@ -134,13 +133,8 @@ class StarburstFuture(Future[T]):
         its own, which a lock shared with other futures (:meth:`sharing`) breaks."""
         if self._state in _DONE:  # final: no lock needed
             return
-        end = None if timeout is None else time.monotonic() + timeout
         with self._condition:
-            while self._state not in _DONE:
-                left = None if end is None else end - time.monotonic()
-                if left is not None and left <= 0:
-                    return
-                self._condition.wait(left)
+            self._condition.wait_for(lambda: self._state in _DONE, timeout)
 
     def cancel(self) -> bool:
         """Cancel the call unless a worker has started it; return whether it is cancelled.
