@@ -104,11 +104,7 @@ def settle_records(batch: Batch, part: payload.ResultPart, intake: Intake) -> No
         if record.output:  # written before the future resolves, so it reads in order
             meta.output = record.output
             _output.write_output(item_id, record.output)
-        if record.atom:
-            returned.append(future)
-            values.append(record.value)
-            continue
-        ok, value = decode(record)
+        ok, value = (True, record.value) if record.atom else decode(record)
         if ok:
             returned.append(future)
             values.append(value)
