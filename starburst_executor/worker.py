@@ -171,13 +171,11 @@ class Worker:
         delay = self.poll_min  # every poll of a remote store is a billed request
         polls = 0
         while True:
-            try:
-                # One that fails its check ends this worker (IntegrityError): its batch is
-                # lost and retried on another worker, whose assignment is fresh.
-                return payload.Assignment.decode(self.store.get(key), key=key,
-                                                 secret=self.secret)
-            except ObjectNotFound:
-                pass
+            # One that fails its check ends this worker (IntegrityError): its batch is lost
+            # and retried on another worker, whose assignment is fresh.
+            assignment = self._read_assignment(key)
+            if assignment is not None:
+                return assignment
             left = deadline - time.monotonic()
             if left <= 0:
                 return None
@@ -185,6 +183,13 @@ class Worker:
             polls += 1
             if polls >= _EAGER_POLLS:  # the next batch is most likely in the first seconds
                 delay = min(delay * 1.5, self.poll_max)
+
+    def _read_assignment(self, key: str) -> payload.Assignment | None:
+        """The assignment under ``key``, checked; ``None`` if there is none (yet)."""
+        try:
+            return payload.Assignment.decode(self.store.get(key), key=key, secret=self.secret)
+        except ObjectNotFound:
+            return None
 
     def _claim(self, assignment: payload.Assignment) -> bool:
         """Start an attempt only by creating its claim: the client may have revoked it first."""
@@ -329,10 +334,7 @@ class _Lookahead:
             return
         worker = self._worker
         try:
-            self._found = payload.Assignment.decode(worker.store.get(self._key),
-                                                    key=self._key, secret=worker.secret)
-        except ObjectNotFound:
-            pass
+            self._found = worker._read_assignment(self._key)
         except IntegrityError as exc:  # ends the worker, as the usual read of it would
             self._forged = exc
         except Exception as exc:  # the usual polls read it again
