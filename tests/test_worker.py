@@ -166,12 +166,19 @@ def test_a_long_batch_of_quick_calls_is_written_in_parts_of_2000(store: MemorySt
     assert _results(store) == {i: (True, i + 1) for i in range(4500)}
 
 
-class _SlowRemoteStore(MemoryStore):
-    """Passes for S3; a result part's PUT waits until ``release`` is set."""
+class _RemoteStore(MemoryStore):
+    """A memory store that passes for S3 (``is_remote``): the worker overlaps round trips."""
 
     def __init__(self) -> None:
         super().__init__(f"worker-test-{next(_names)}")
         self.url = "s3://bucket/worker-test"
+
+
+class _SlowRemoteStore(_RemoteStore):
+    """Passes for S3; a result part's PUT waits until ``release`` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
         self.release = threading.Event()
         self.next_read_while_writing = threading.Event()
         self._writing = False
@@ -202,12 +209,11 @@ def test_a_batchs_last_part_is_written_while_the_next_assignment_is_read() -> No
     assert _results(store) == {0: (True, 2), 1: (True, 3)}
 
 
-class _CountingRemoteStore(MemoryStore):
+class _CountingRemoteStore(_RemoteStore):
     """Passes for S3; counts the reads of each key and says when ``watched`` is read."""
 
     def __init__(self, watched: str) -> None:
-        super().__init__(f"worker-test-{next(_names)}")
-        self.url = "s3://bucket/worker-test"
+        super().__init__()
         self.watched = watched
         self.read = threading.Event()
         self.gets: dict[str, int] = {}
@@ -252,12 +258,11 @@ def test_the_next_assignment_is_read_once_late_in_a_long_batch(
     assert (store.gets[second] == 1) is queued_in_time
 
 
-class _ClaimWaitsForFunctionStore(MemoryStore):
+class _ClaimWaitsForFunctionStore(_RemoteStore):
     """Passes for S3; writing a claim waits (a while) for the batch's function to be read."""
 
     def __init__(self) -> None:
-        super().__init__(f"worker-test-{next(_names)}")
-        self.url = "s3://bucket/worker-test"
+        super().__init__()
         self.function_read = threading.Event()
         self.overlapped = False
 
