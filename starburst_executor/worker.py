@@ -20,6 +20,7 @@ engine or the executor.
 
 from __future__ import annotations
 
+import math
 import os
 import random
 import sys
@@ -310,8 +311,10 @@ _EAGER_POLLS = 3
 _AHEAD_MIN_SECONDS = 0.5
 _AHEAD_AT = 0.75
 
-# A part is written at the latest after this many results, so the client can take in the
-# first results of a long batch of quick calls while the worker runs the rest.
+# On a local store, a part is written at the latest after this many results, so the client
+# can take in the first results of a long batch of quick calls while the worker runs the rest.
+# On a remote store a part is a billed request and a round trip its batch waits for: there,
+# the flusher's interval alone (or ``flush_bytes``) decides.
 _FLUSH_RECORDS = 2000
 
 
@@ -368,6 +371,7 @@ class _PartWriter:
         self.records: list[payload.ResultRecord] = []
         self.size = 0
         self.last_flush = time.monotonic()
+        self._most_records = math.inf if is_remote(worker.store) else _FLUSH_RECORDS
         self._lock = threading.Lock()  # held while a part is written, so parts stay in order
         self._closed = threading.Event()
         self._flusher = threading.Thread(target=self._flush_periodically,
@@ -378,7 +382,7 @@ class _PartWriter:
         with self._lock:
             self.records.append(record)
             self.size += len(record.data)
-            if self.size >= self.worker.flush_bytes or len(self.records) >= _FLUSH_RECORDS:
+            if self.size >= self.worker.flush_bytes or len(self.records) >= self._most_records:
                 self._write(final=False)
 
     def _flush_periodically(self) -> None:

@@ -174,6 +174,15 @@ class _RemoteStore(MemoryStore):
         self.url = "s3://bucket/worker-test"
 
 
+def test_on_a_remote_store_parts_are_written_by_time_not_by_count() -> None:
+    store = _RemoteStore()
+    _put_batch(store, "b1", lambda x: x + 1, [(i, (i,)) for i in range(4500)])
+    _assign(store, "w1", 0, "b1")
+    Worker(store, "w1", secret=SECRET, idle_timeout=0.1, flush_interval=3600).run()
+    parts = [read_part(store, key) for key in sorted(store.list(_keys.RESULTS_PREFIX))]
+    assert [(len(p.records), p.final) for p in parts] == [(4500, True)]  # one request
+
+
 class _SlowRemoteStore(_RemoteStore):
     """Passes for S3; a result part's PUT waits until ``release`` is set."""
 
