@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from . import _detached, _keys, payload
+from ._parts import PartWriter
 from .errors import ObjectNotFound, WorkerLost
 
 __all__ = ["QueueServer"]
@@ -32,9 +33,8 @@ __all__ = ["QueueServer"]
 class QueueServer:
     """Serves a detached session's queue with ``worker`` (a ``worker.Worker``)."""
 
-    def __init__(self, worker: Any, log: Any, part_writer: Any) -> None:
+    def __init__(self, worker: Any, log: Any) -> None:
         self.worker = worker
-        self._part_writer = part_writer  # (worker, batch id, attempt) -> the worker's writer
         self.store = worker.store
         self.secret = worker.secret
         self._log = log
@@ -185,7 +185,7 @@ class QueueServer:
         self._log(f"{self.worker.worker_id}: {error}")
         record = payload.encode_exception(payload.WHOLE_BATCH, error, time.time(), time.time(),
                                           "")
-        writer = self._part_writer(self.worker, batch_id, attempt)
+        writer = PartWriter(self.worker, batch_id, attempt, self._log)
         writer.add(record)
         writer.flush(final=True)
 

@@ -283,10 +283,13 @@ class Batch:
 class Assignment:
     """A worker's next order: run ``attempt`` of a batch without the calls in ``skip``, or stop.
 
-    A JSON body on the wire (``{"batch": id, "attempt": n, "skip": [...], "expected": s}`` or
-    ``{"stop": true}``), framed and authenticated like every other object; then, for a small
-    batch sent inline, a newline and ``batch``: its object as stored under ``batches/<id>``.
-    ``expected``: the seconds the client expects the batch to run (0: not known yet).
+    A JSON body on the wire (``{"batch": id, "attempt": n, "skip": [...], "expected": s,
+    "function": size}`` or ``{"stop": true}``), framed and authenticated like every other
+    object; then a newline, ``function`` and ``batch``.  ``batch``: for a small batch sent
+    inline, its object as stored under ``batches/<id>``.  ``function``: for a small function
+    the worker was not sent yet, the object stored under ``functions/<digest>`` of the
+    batch's function (a round trip saved at its first batch).  ``expected``: the seconds the
+    client expects the batch to run (0: not known yet).
     """
 
     batch_id: str = ""
@@ -295,6 +298,7 @@ class Assignment:
     stop: bool = False
     batch: bytes = b""
     expected: float = 0.0
+    function: bytes = b""
 
     def encode(self, *, key: str, secret: bytes) -> bytes:
         if self.stop:
@@ -304,8 +308,11 @@ class Assignment:
                                      "skip": sorted(self.skip)}
             if self.expected > 0:
                 order["expected"] = round(self.expected, 3)
+            if self.function:
+                order["function"] = len(self.function)
             body = json.dumps(order).encode()
-            body = b"\n".join((body, self.batch)) if self.batch else body  # JSON has no \n
+            if self.batch or self.function:  # JSON has no \n
+                body = b"".join((body, b"\n", self.function, self.batch))
         return dump("assign", body, key=key, secret=secret)
 
     @classmethod
@@ -315,6 +322,8 @@ class Assignment:
         order = json.loads(head)
         if order.get("stop"):
             return cls(stop=True)
+        split = int(order.get("function", 0))
         return cls(order["batch"], int(order["attempt"]), frozenset(order.get("skip", ())),
-                   batch=inline, expected=max(0.0, float(order.get("expected", 0.0))))
+                   batch=inline[split:], expected=max(0.0, float(order.get("expected", 0.0))),
+                   function=inline[:split])
 

@@ -6,21 +6,21 @@ if there is one (``_initializer``), then loops::
 
     wait for assign/<worker id>/<seq>  --(idle_timeout passes, or a stop order)-->  exit 0
       claim claims/<batch id>.<attempt> (create-if-absent)  --(revoked by the client)-->  next
-      fetch the batch and its functions (functions cached by content hash; a new one of a
-      batch that came inline is read while the claim is written)
+      fetch the batch and its functions (functions cached by content hash; a small one the
+      client did not send yet comes inside the assignment; a new one of a batch that came
+      inline is read while the claim is written)
       run each call, its output captured (_output), writing results in parts as they finish
       (every flush_interval); late in a long batch (on S3), read assign/<worker id>/<seq + 1>
       once, early: found, the next batch starts with its claim alone
       seq += 1
 
 so a warm worker takes the next batch without a new cold start.  It imports payload, storage,
-errors, _keys, _pickling, _threads (the thread pools are capped at start) and _output, never the
-engine or the executor.
+errors, _keys, _pickling, _threads (the thread pools are capped at start), _output and _parts
+(results written in parts), never the engine or the executor.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import random
 import sys
@@ -32,6 +32,7 @@ from typing import Any
 
 from . import _auth, _detached, _keys, _output, _pickling, _queue, _threads, payload
 from ._initializer import Initializer
+from ._parts import PartWriter, nothing
 from .errors import (
     InitializerFailed,
     IntegrityError,
@@ -71,6 +72,7 @@ class Worker:
         detached: bool = False,
     ):
         self.store = store
+        self.remote = is_remote(store)  # S3: every request a billed round trip
         self.worker_id = worker_id
         self.secret = secret
         self.idle_timeout = idle_timeout
@@ -94,10 +96,10 @@ class Worker:
 
     def _serve(self) -> int:
         if self.detached:
-            return _queue.QueueServer(self, _log, _PartWriter).serve()
+            return _queue.QueueServer(self, _log).serve()
         failed = self._initialize()
         seq = 0
-        finishing: Callable[[], None] = _nothing  # waits for the last batch's last part
+        finishing: Callable[[], None] = nothing  # waits for the last batch's last part
         ahead: _Lookahead | None = None  # the next assignment, read late in a long batch
         try:
             while True:
@@ -120,7 +122,7 @@ class Worker:
                 fetching()
                 # Its results were written meanwhile (on a remote store, a round trip or two
                 # saved between two batches); they are out before the next batch starts.
-                wait, finishing = finishing, _nothing
+                wait, finishing = finishing, nothing
                 wait()
                 if claimed:
                     ahead = self._look_ahead(seq + 1, assignment.expected)
@@ -136,16 +138,20 @@ class Worker:
         """On a remote store, read the functions of a batch that came inline and are not
         cached yet while its claim is written (a worker's first batch: two round trips side
         by side).  Returns what waits for them, and the batch if it was read."""
-        if not assignment.batch or not is_remote(self.store):
-            return _nothing, None
+        if not assignment.batch or not self.remote:
+            return nothing, None
         try:
             batch = payload.Batch.decode(assignment.batch, key=_keys.batch_key(
                 assignment.batch_id), secret=self.secret)
         except Exception:  # read again, and refused with a reason, by _run_batch
-            return _nothing, None
+            return nothing, None
+        try:
+            self._take_inline_function(assignment, batch)
+        except Exception:  # taken again, and refused with a reason, by _run_batch
+            return nothing, None
         missing = [d for d in batch.digests if d not in self._functions]
         if not missing:
-            return _nothing, batch
+            return nothing, batch
 
         def fetch() -> None:
             try:
@@ -162,7 +168,7 @@ class Worker:
         """On a remote store, read assignment ``seq`` once, late in a batch expected to run
         ``expected`` seconds: the client writes it while the batch runs, so found, the next
         batch starts after one round trip (its claim), not two."""
-        if not is_remote(self.store) or expected < _AHEAD_MIN_SECONDS:
+        if not self.remote or expected < _AHEAD_MIN_SECONDS:
             return None
         return _Lookahead(self, _keys.assign_key(self.worker_id, seq), expected * _AHEAD_AT)
 
@@ -202,15 +208,24 @@ class Worker:
              "revoked, skipping it")
         return False
 
-    def _load_function(self, digest: str) -> Callable[..., Any]:
+    def _load_function(self, digest: str, data: bytes | None = None) -> Callable[..., Any]:
+        """The function ``digest``: cached, else from ``data`` (its stored object), else read."""
         fn = self._functions.get(digest)
         if fn is None:
             key = _keys.function_key(digest)
-            fn = payload.load(self.store.get(key), "function", key=key, secret=self.secret)
+            data = self.store.get(key) if data is None else data
+            fn = payload.load(data, "function", key=key, secret=self.secret)
             if self._initializer is not None:
                 self._initializer.share(fn)
             self._functions[digest] = fn
         return fn
+
+    def _take_inline_function(self, assignment: payload.Assignment,
+                              batch: payload.Batch) -> None:
+        """Load the function sent inside the assignment (the batch's one: a client's batch
+        calls one function), if any."""
+        if assignment.function and batch.digests:
+            self._load_function(batch.digests[0], assignment.function)
 
     def _initialize(self) -> BaseException | None:
         """Run the initializer, if any; return what breaks the executor if it failed."""
@@ -230,7 +245,7 @@ class Worker:
         return failed
 
     def _fail_whole_batch(self, assignment: payload.Assignment, error: BaseException) -> None:
-        writer = _PartWriter(self, assignment.batch_id, assignment.attempt)
+        writer = PartWriter(self, assignment.batch_id, assignment.attempt, _log)
         writer.add(payload.encode_exception(payload.WHOLE_BATCH, error, 0.0, 0.0))
         writer.flush(final=True)
 
@@ -239,12 +254,13 @@ class Worker:
         """Run the batch (``batch``: read already); return what waits for its last part to be
         written."""
         batch_id, attempt = assignment.batch_id, assignment.attempt
-        writer = _PartWriter(self, batch_id, attempt)
+        writer = PartWriter(self, batch_id, attempt, _log)
         try:
             if batch is None:
                 key = _keys.batch_key(batch_id)
                 data = assignment.batch or self.store.get(key)  # a small one came inline
                 batch = payload.Batch.decode(data, key=key, secret=self.secret)
+            self._take_inline_function(assignment, batch)
             functions = [self._load_function(d) for d in batch.digests]
         except Exception as exc:
             error: Exception = exc
@@ -254,7 +270,7 @@ class Worker:
             _log(f"{self.worker_id}: refusing batch {batch_id}: {error}")
             writer.add(payload.encode_exception(payload.WHOLE_BATCH, error, 0.0, 0.0, ""))
             writer.flush(final=True)
-            return _nothing
+            return nothing
         _log(f"{self.worker_id}: batch {batch_id} attempt {attempt}: {len(batch.calls)} calls")
         writer.last_flush = time.monotonic()  # fetching is not running: no part is due yet
         for call in batch.calls:
@@ -282,10 +298,6 @@ class Worker:
         return record
 
 
-def _nothing() -> None:
-    pass
-
-
 def _call(item_id: int, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
           started: float, limit: int | None = None) -> payload.ResultRecord:
     try:
@@ -310,13 +322,6 @@ _EAGER_POLLS = 3
 # this share of it (the client queues it a poll or so after the batch starts).
 _AHEAD_MIN_SECONDS = 0.5
 _AHEAD_AT = 0.75
-
-# On a local store, a part is written at the latest after this many results, so the client
-# can take in the first results of a long batch of quick calls while the worker runs the rest.
-# On a remote store a part is a billed request and a round trip its batch waits for: there,
-# the flusher's interval alone (or ``flush_bytes``) decides.
-_FLUSH_RECORDS = 2000
-
 
 class _Lookahead:
     """One read of an assignment, in the background after ``delay`` seconds unless taken (or
@@ -354,96 +359,6 @@ class _Lookahead:
 
     def cancel(self) -> None:
         self._taken.set()
-
-
-class _PartWriter:
-    """Collects records and writes them as numbered result parts.
-
-    A background thread flushes every ``flush_interval``, so a result that is ready does not
-    wait behind a long call of the same batch.
-    """
-
-    def __init__(self, worker: Worker, batch_id: str, attempt: int):
-        self.worker = worker
-        self.batch_id = batch_id
-        self.attempt = attempt
-        self.part = 0
-        self.records: list[payload.ResultRecord] = []
-        self.size = 0
-        self.last_flush = time.monotonic()
-        self._most_records = math.inf if is_remote(worker.store) else _FLUSH_RECORDS
-        self._lock = threading.Lock()  # held while a part is written, so parts stay in order
-        self._closed = threading.Event()
-        self._flusher = threading.Thread(target=self._flush_periodically,
-                                         name="starburst-flusher", daemon=True)
-        self._flusher.start()
-
-    def add(self, record: payload.ResultRecord) -> None:
-        with self._lock:
-            self.records.append(record)
-            self.size += len(record.data)
-            if self.size >= self.worker.flush_bytes or len(self.records) >= self._most_records:
-                self._write(final=False)
-
-    def _flush_periodically(self) -> None:
-        interval = self.worker.flush_interval
-        while not self._closed.wait(interval):
-            with self._lock:
-                if self.records and time.monotonic() - self.last_flush >= interval:
-                    try:
-                        self._write(final=False)
-                    except Exception as exc:  # the records stay for the next flush
-                        _log(f"{self.worker.worker_id}: writing results failed, will retry: "
-                             f"{type(exc).__name__}: {exc}")
-
-    def flush(self, *, final: bool) -> None:
-        if final:
-            self._closed.set()
-            self._flusher.join()
-        with self._lock:
-            if final and not self.records and self.part:
-                return  # every result is out already: an empty last part would cost a request
-            self._write(final=final)
-
-    def finish(self) -> Callable[[], None]:
-        """Write the last part on a thread of its own (on a remote store), while the worker
-        looks for its next batch; return what waits for it (and raises what writing it
-        raised)."""
-        self._closed.set()
-        self._flusher.join()
-        if not self.records and self.part:
-            return _nothing  # every result is out already
-        if not is_remote(self.worker.store):
-            self.flush(final=True)  # microseconds: nothing to overlap
-            return _nothing
-        failed: list[BaseException] = []
-
-        def write() -> None:
-            try:
-                self.flush(final=True)
-            except BaseException as exc:  # raised in the worker's thread, by wait()
-                failed.append(exc)
-
-        writing = threading.Thread(target=write, name="starburst-last-part", daemon=True)
-        writing.start()
-
-        def wait() -> None:
-            writing.join()
-            if failed:
-                raise failed[0]
-
-        return wait
-
-    def _write(self, *, final: bool) -> None:
-        part = payload.ResultPart(
-            self.batch_id, self.attempt, self.worker.worker_id, self.records, final
-        )
-        key = _keys.result_key(self.batch_id, self.attempt, self.part)
-        self.worker.store.put(key, part.encode(key=key, secret=self.worker.secret))
-        self.part += 1
-        self.records = []
-        self.size = 0
-        self.last_flush = time.monotonic()
 
 
 def _watch_parent(parent_pid: int) -> None:

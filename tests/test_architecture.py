@@ -31,14 +31,14 @@ _LAYERS: dict[str, int] = {
     "errors": 0, "config": 0, "_auth": 0, "_stats": 0, "_tags": 0, "_threads": 0, "_gc": 0, "_output": 0,
     "_chunks": 0,
     "payload": 1, "_frame": 1, "_results": 1, "_keys": 1, "_pickling": 1, "planner": 1, "cost": 1, "_future": 1,
-    "_progress": 1, "_initializer": 1, "_detached": 1, "_queue": 1,
+    "_progress": 1, "_initializer": 1, "_detached": 1, "_queue": 1, "_parts": 1,
     "_aws": 2, "storage": 2, "launch": 2, "image": 2, "provision": 2,
     "engine": 3,
     "executor": 4, "__init__": 4, "detached": 4, "session": 4,
 }
 _ENTRY_POINTS = {"worker", "cli", "cli_sessions", "__main__", "testing"}
 _WORKER_MAY_IMPORT = {"errors", "config", "_auth", "_chunks", "_stats", "_threads", "_output",
-                      "payload", "_frame", "_results", "_pickling", "_keys", "_initializer", "_detached", "_queue", "cost",
+                      "payload", "_frame", "_results", "_pickling", "_keys", "_initializer", "_detached", "_queue", "_parts", "cost",
                       "storage",
                       "__init__"}
 

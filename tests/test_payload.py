@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 import pickle
 import struct
@@ -208,6 +209,11 @@ def test_assignment_round_trip() -> None:
     inline = payload.Assignment("b000000007", 1, batch=b"SBX1\n{binary}\x00\n")
     assert payload.Assignment.decode(inline.encode(key="a", secret=S), key="a",
                                      secret=S) == inline
+    function = payload.dump("function", b"\n{pickle}\n", key="f", secret=S)
+    for order in (dataclasses.replace(inline, function=function),
+                  payload.Assignment("b000000007", 1, function=function)):  # batch stored
+        assert payload.Assignment.decode(order.encode(key="a", secret=S), key="a",
+                                         secret=S) == order
     with pytest.raises(IntegrityError):
         payload.Assignment.decode(b'{"stop": true}' * 4, key="a", secret=S)
 

@@ -295,3 +295,34 @@ def test_a_new_function_is_read_while_the_claim_of_its_batch_is_written() -> Non
     assert Worker(store, "w1", secret=SECRET, idle_timeout=0.1).run() == 0
     assert store.overlapped  # the two round trips went side by side
     assert _results(store) == {0: (True, 8)}
+
+
+@pytest.mark.parametrize("inline_batch", [True, False])
+def test_a_function_sent_inside_its_assignment_is_not_read(inline_batch: bool) -> None:
+    store = _RemoteStore()
+    _put_batch(store, "b1", lambda x: x * 5, [(0, (3,))])
+    (function_key,) = store.list(_keys.function_key(""))
+    function = store.get(function_key)
+    store.delete_prefix(function_key)  # read, it would fail the batch
+    key = _keys.assign_key("w1", 0)
+    body = store.get(_keys.batch_key("b1")) if inline_batch else b""
+    order = payload.Assignment("b1", 1, batch=body, function=function)
+    store.put(key, order.encode(key=key, secret=SECRET))
+    assert Worker(store, "w1", secret=SECRET, idle_timeout=0.1).run() == 0
+    assert _results(store) == {0: (True, 15)}
+
+
+def test_a_function_sent_for_another_batch_fails_its_check(store: MemoryStore) -> None:
+    _put_batch(store, "b1", lambda x: x * 5, [(0, (3,))])
+    _put_batch(store, "b2", lambda x: x * 7, [(1, (3,))])
+    (first, second) = store.list(_keys.function_key(""))
+    key = _keys.assign_key("w1", 0)
+    # b1's function is one of the two: the other, sent as b1's, must be refused.
+    batch = payload.Batch.decode(store.get(_keys.batch_key("b1")), key=_keys.batch_key("b1"),
+                                 secret=SECRET)
+    wrong = second if batch.digests[0] in first else first
+    order = payload.Assignment("b1", 1, function=store.get(wrong))
+    store.put(key, order.encode(key=key, secret=SECRET))
+    Worker(store, "w1", secret=SECRET, idle_timeout=0.1).run()
+    ((ok, error),) = _results(store).values()
+    assert not ok and "integrity" in str(error).lower(), error

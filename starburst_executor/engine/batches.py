@@ -8,7 +8,9 @@ session may outlive the bucket's expiry rule, which deletes session objects afte
 is one object.  Once its object is written, nothing of a batch
 but its futures stays in client memory.  A batch of at most ``inline_max`` bytes is not written
 at all: it travels inside each of its assignments (``payload.Assignment.batch``), and its
-object stays in client memory until the batch is done (for its retries and reruns).
+object stays in client memory until the batch is done (for its retries and reruns).  So does
+a function of at most ``inline_max`` bytes, in the assignment of each worker's first batch of
+it (``payload.Assignment.function``), while it is among the ``_SMALL_FUNCTIONS`` latest.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ __all__ = ["Batch", "Batcher"]
 _FREE_RETRIES = 5
 
 FUNCTION_REFRESH_SECONDS = 12 * 3600.0
+
+_SMALL_FUNCTIONS = 16  # small functions kept to send inline (the rest are read from the store)
 """Upload a function again before a batch that uses it once its last upload is this old: half
 of the shortest expiry ``starburst setup`` can set (1 day; S3 may expire objects up to a day
 late, never early)."""
@@ -69,6 +73,7 @@ class Batch:
     withdrawn: set[int] = dataclasses.field(default_factory=set)  # cancel() let go of them
     lock: threading.RLock = dataclasses.field(default_factory=threading.RLock)
     body: bytes = b""  # its object, when it travels inline (never written to the store)
+    function: bytes = b""  # its function's object, if small: sent to a worker without it
 
     def drop_cancelled(self) -> None:
         """Forget the calls cancelled while no worker could start them (call under ``lock``)."""
@@ -105,6 +110,7 @@ class Batcher:
         # id is not reused while cached.
         self._functions: dict[int, tuple[Callable[..., Any], str | SerializationError]] = {}
         self._pickled: dict[str, bytes] = {}  # digests pickled but not uploaded yet
+        self._small: dict[str, bytes] = {}  # the latest small functions' objects, by digest
         self._next_batch = 0
         self.inline_max = 0  # batches this small travel inside their assignment (not stored)
 
@@ -249,8 +255,14 @@ class Batcher:
         if last is None or now - last >= FUNCTION_REFRESH_SECONDS:
             pickled = self._pickled.pop(digest, None) or payload.pickle_function(fn)
             key = _keys.function_key(digest)
-            self._store.put(key, payload.dump("function", pickled, key=key, secret=self._secret))
+            framed = payload.dump("function", pickled, key=key, secret=self._secret)
+            self._store.put(key, framed)
             self._uploaded[digest] = now
+            self._small.pop(digest, None)
+            if len(framed) <= self.inline_max:
+                self._small[digest] = framed
+                if len(self._small) > _SMALL_FUNCTIONS:
+                    del self._small[next(iter(self._small))]  # the one uploaded longest ago
         return digest
 
     def _upload(self, items: list[WorkItem]) -> Batch | None:
@@ -284,4 +296,5 @@ class Batcher:
         inline = bytes(body) if len(body) <= self.inline_max else b""
         if not inline:
             self._store.put(key, body)
-        return Batch(batch_id, futures, digest=digest, calls=len(futures), body=inline)
+        return Batch(batch_id, futures, digest=digest, calls=len(futures), body=inline,
+                     function=self._small.get(digest, b""))

@@ -44,6 +44,7 @@ class Worker:
     calls_left: int | None = None  # before max_tasks_per_child retires it (None: no limit)
     last_end: float | None = None  # when its last call seen finished (its clock)
     pace: float = 1.0  # its calls' durations over their functions' estimates (a slow host: >1)
+    functions: set[str] = dataclasses.field(default_factory=set)  # the digests it was sent
 
 
 class Workers:
@@ -182,8 +183,7 @@ class Workers:
             batch.assigned_at = time.monotonic()
             batch.claim = CLAIMED if rerun else ASSIGNED
             batch.queued = worker.batch is not None
-            order = payload.Assignment(batch.batch_id, batch.attempt, frozenset(batch.done_ids),
-                                       batch=batch.body, expected=expected or 0.0)
+            order = _order(worker, batch, expected or 0.0)
             key = _keys.assign_key(worker.worker_id, worker.seq)
             data = order.encode(key=key, secret=self._secret)
             if self._writes is None:
@@ -346,3 +346,13 @@ class Workers:
             stopped_reason=state.stopped_reason if state else None,
             log_tail=tail,
         )
+
+
+def _order(worker: Worker, batch: Batch, expected: float) -> payload.Assignment:
+    """The assignment of ``batch``'s next attempt to ``worker``: with its function, if small
+    and the worker's first of it."""
+    sent = batch.digest in worker.functions
+    worker.functions.add(batch.digest)
+    return payload.Assignment(batch.batch_id, batch.attempt, frozenset(batch.done_ids),
+                              batch=batch.body, expected=expected,
+                              function=b"" if sent else batch.function)

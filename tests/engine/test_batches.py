@@ -6,7 +6,9 @@ from typing import Any
 import pytest
 
 from starburst_executor import _keys, payload
+from starburst_executor._future import CallMetadata, StarburstFuture
 from starburst_executor.engine.batches import Batcher
+from starburst_executor.engine.intake import WorkItem
 from starburst_executor.errors import SerializationError
 from starburst_executor.planner import BatchPolicy
 
@@ -150,3 +152,20 @@ def test_a_small_batch_travels_inline_and_a_large_one_is_stored() -> None:
                                      secret=SECRET)
     (call,) = payload.Batch.decode(read.batch, key=key, secret=SECRET).calls
     assert call.arguments() == ((1,), {})
+    # Its function is small too: sent with a worker's first batch of it, as stored.
+    function_key = _keys.function_key(small.digest)
+    assert small.function == large.function == store.get(function_key)
+    assert payload.load(small.function, "function", key=function_key, secret=SECRET)(3) == 3
+
+
+def test_only_the_latest_small_functions_are_kept_to_travel_inline() -> None:
+    functions = [eval(f"lambda: {i}") for i in range(20)]  # twenty distinct digests
+    intake, _ = intake_with(functions[0], [])
+    for item_id, fn in enumerate(functions):
+        future: StarburstFuture[Any] = StarburstFuture(CallMetadata(item_id, 0.0))
+        intake.pending.append(WorkItem(item_id, future, fn, (), {}, None))
+    batcher = Batcher(intake, memory_store(), BatchPolicy(), secret=SECRET)
+    batcher.inline_max = 64 * 1024
+    batches = [batcher.form(workers=1) for _ in functions]
+    assert all(b is not None and b.function for b in batches)
+    assert len(batcher._small) == 16  # the first four are read from the store again

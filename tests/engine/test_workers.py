@@ -7,7 +7,7 @@ from starburst_executor._future import CallMetadata, StarburstFuture
 from starburst_executor.config import load_config
 from starburst_executor.engine import Ledger
 from starburst_executor.engine.batches import Batch
-from starburst_executor.engine.workers import Workers
+from starburst_executor.engine.workers import Worker, Workers
 from starburst_executor.errors import LaunchError
 from starburst_executor.launch.base import LaunchFailure, TaskHandle, TaskState
 
@@ -54,6 +54,23 @@ def test_assign_writes_the_next_attempt_without_the_calls_done() -> None:
     order = payload.Assignment.decode(store.get(key), key=key, secret=SECRET)
     assert order == payload.Assignment("b000000001", 2, frozenset({1, 3}))
     assert worker.batch is batch and batch.worker is worker
+
+
+def test_a_small_function_is_sent_with_each_workers_first_batch_of_it() -> None:
+    workers, _ = _workers(ScriptedLauncher())
+    (first, second), _ = workers.launch(2)
+    store = workers._store
+
+    def sent(worker: Worker, batch: Batch) -> bytes:
+        key = _keys.assign_key(worker.worker_id, worker.seq)
+        workers.assign(worker, batch)
+        return payload.Assignment.decode(store.get(key), key=key, secret=SECRET).function
+
+    a, b = Batch("b000000001", {}, digest="f1", function=b"F1"), Batch(
+        "b000000002", {}, digest="f1", function=b"F1")
+    assert [sent(first, a), sent(first, b), sent(second, b)] == [b"F1", b"", b"F1"]
+    large = Batch("b000000003", {}, digest="f2")  # too large to travel: read from the store
+    assert sent(first, large) == b""
 
 
 def test_assignments_made_together_are_written_as_the_block_ends() -> None:
