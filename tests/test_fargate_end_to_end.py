@@ -5,6 +5,7 @@ task is left running."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -15,12 +16,17 @@ from starburst_executor import FargateExecutor
 from starburst_executor.errors import WorkerLost
 from starburst_executor.launch.fargate.launcher import FargateLauncher
 from starburst_executor.testing import FargateEmulator
+from starburst_executor.testing.aws_proxy import ProxyRequest
 
 from .aws_fixtures import (  # noqa: F401
     REGION, boto, fargate, make_bucket, make_cluster, moto_server)
 
 
 RELEASE = "test-release"  # the key whose existence lets held calls return
+
+
+def square(x: int) -> int:
+    return x * x
 
 
 def slow_square(x: int) -> int:
@@ -86,6 +92,36 @@ def test_map_on_fargate(run: Any, fargate: FargateEmulator) -> None:
     assert usage.tasks_launched == len(fargate.tasks)
     assert usage.calls == 60
     assert usage.requests.get("ecs.RunTask") == len(fargate.tasks)
+
+
+def test_first_results_are_read_as_soon_as_their_workers_are_seen_running(
+        run: Any, fargate: FargateEmulator, monkeypatch: pytest.MonkeyPatch) -> None:
+    # As on AWS when a cold start ends between two looks at the tasks: the client sees the
+    # workers running only once their first calls have ended (every DescribeTasks waits).
+    # And as on AWS, a hand-off takes no longer than the shortest poll: an untimed call seen
+    # running counts as long at once (one more call is queued behind it).
+    monkeypatch.setattr(FargateLauncher, "poll_interval", (0.2, 1.0))
+    ended: set[str] = set()
+    both_ended = threading.Event()
+
+    def observe(request: ProxyRequest, status: int, body: bytes) -> None:
+        if request.operation == "PutObject" and "/results/" in request.path:
+            ended.add(request.path.split("/results/")[1].split(".")[0])
+            if len(ended) >= 2:
+                both_ended.set()
+
+    def hold(request: ProxyRequest) -> None:
+        if request.operation == "DescribeTasks":
+            both_ended.wait(30)
+
+    fargate.proxy.add_observer(observe)
+    fargate.proxy.add_hook(hold)
+    with run(max_workers=2) as ex:
+        assert list(ex.map(square, range(100))) == [x * x for x in range(100)]
+        # Their durations were known as soon as the workers were seen running: the other 98
+        # (trivial) calls went in one batch, not after one more untimed call queued behind
+        # each first one.
+        assert ex.usage().batches == 3
 
 
 def test_oom_is_retried(run: Any, fargate: FargateEmulator, aws_setup: dict[str, Any]) -> None:

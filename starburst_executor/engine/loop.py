@@ -160,9 +160,9 @@ class Manager(threading.Thread):
             if self._intake.terminate_reason is not None:
                 self._terminate(self._intake.terminate_reason)
                 return
-            # No LIST of results while every worker with a batch is still starting.
-            progress = self._collect() if self._workers.any_started() else False
-            progress |= self._watch()
+            # Workers first: one just seen running may have written its first results.
+            progress = self._watch()
+            progress |= self._collect() if self._workers.any_started() else False
             progress |= self._dispatch()
             self._guard_cost()
             if len(self._workers):
