@@ -428,10 +428,18 @@ class FargateEmulator:
             # The cold start counts from here, not from when the data plane takes the task up
             # (it starts containers one at a time: with twenty, the last seconds later).
             now = time.time()
-            with self._lock:
-                for task in json.loads(body).get("tasks", []):
-                    if task["taskArn"] not in self._tasks:  # else taken up already
-                        self._run_at.setdefault(task["taskArn"], now)
+            for task in json.loads(body).get("tasks", []):
+                arn = task["taskArn"]
+                moto_task = self._find_moto_task(arn)
+                with self._lock:
+                    if arn in self._tasks:
+                        continue  # taken up already
+                    self._run_at.setdefault(arn, now)
+                    if moto_task is not None and moto_task.last_status == "RUNNING":
+                        # As ECS answers: moto has it RUNNING at once, and before the data
+                        # plane takes it up (seconds later, the twentieth of twenty) a
+                        # DescribeTasks would say so.
+                        moto_task.last_status = "PROVISIONING"
         if request.operation == "StopTask" and request.service == "ecs" and status == 200:
             arn = json.loads(body).get("task", {}).get("taskArn")
             self._stop_requested(arn)

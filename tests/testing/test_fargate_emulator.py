@@ -207,6 +207,16 @@ def test_stop_ends_every_task(moto_server: Any) -> None:
     assert [t.exit_code for t in emulator.tasks] == [137, 137], emulator.tasks
 
 
+def test_a_task_is_provisioning_from_run_tasks_answer(moto_server: Any) -> None:
+    # The data plane looks at moto once a minute here: the task is not taken up yet.
+    with FargateEmulator(moto_server, interval=60) as emulator:
+        cluster = make_cluster(moto_server)
+        (arn,) = _run(emulator, cluster, ["python", "-c", "print('never run')"])
+        task = _client("ecs", emulator).describe_tasks(cluster=cluster, tasks=[arn])["tasks"][0]
+        assert task["lastStatus"] == "PROVISIONING"  # moto alone says RUNNING at once
+        assert emulator.tasks == []
+
+
 def test_a_modelled_cold_start_keeps_a_task_pending(fargate: FargateEmulator,
                                                     cluster: str) -> None:
     fargate.cold_start = 600.0
