@@ -160,9 +160,10 @@ class Manager(threading.Thread):
             if self._intake.terminate_reason is not None:
                 self._terminate(self._intake.terminate_reason)
                 return
-            # Workers first: one just seen running may have written its first results.
-            progress = self._watch()
-            progress |= self._collect() if self._workers.any_started() else False
+            # No LIST of results while every worker with a batch is still starting.
+            started = self._workers.any_started()
+            progress = self._collect() if started else False
+            progress |= self._watch(looked=started)
             progress |= self._dispatch()
             self._guard_cost()
             if len(self._workers):
@@ -247,25 +248,24 @@ class Manager(threading.Thread):
         with _gc.paused(len(part.records) > 1000):  # see _gc
             settle_records(batch, part, self._intake)
         if not batch.futures:
-            self._complete(batch, part.worker_id)
+            self._dispatcher.complete(batch, part.worker_id)
         elif part.final and part.attempt == batch.attempt and batch.worker is not None:
             # The worker says it finished, yet calls are missing: treat the attempt as lost.
             self._batch_lost(batch, batch.worker, None, "finished without all its results")
 
-    def _complete(self, batch: Batch, winner: str | None = None) -> None:
-        self._dispatcher.complete(batch, winner)
-
     def _fail_batch(self, batch: Batch, error: BaseException) -> None:
         self._intake.settle_all(batch.futures.values(), error)
         batch.futures.clear()
-        self._complete(batch)
+        self._dispatcher.complete(batch)
 
     # -- lost workers -----------------------------------------------------------------------
 
-    def _watch(self) -> bool:
+    def _watch(self, looked: bool) -> bool:
         stopped = self._workers.watch()
         if not stopped:
             news, self._workers.news = self._workers.news, False
+            if news and not looked:  # seen running a poll late: its first calls may be done
+                self._collect()
             return news  # a worker started: its results come soon, so look again soon
         self._collect()  # a worker may have written its last results just before it stopped
         for worker, state in stopped:
@@ -288,7 +288,7 @@ class Manager(threading.Thread):
     ) -> None:
         self._workers.release(worker, batch)
         if not batch.futures:
-            self._complete(batch)
+            self._dispatcher.complete(batch)
             return
         if batch.other is not None:  # a straggler's other copy still runs: it carries on
             if batch.worker is worker:
