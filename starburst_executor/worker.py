@@ -143,11 +143,8 @@ class Worker:
         try:
             batch = payload.Batch.decode(assignment.batch, key=_keys.batch_key(
                 assignment.batch_id), secret=self.secret)
-        except Exception:  # read again, and refused with a reason, by _run_batch
-            return nothing, None
-        try:
             self._take_inline_function(assignment, batch)
-        except Exception:  # taken again, and refused with a reason, by _run_batch
+        except Exception:  # read again, and refused with a reason, by _run_batch
             return nothing, None
         missing = [d for d in batch.digests if d not in self._functions]
         if not missing:

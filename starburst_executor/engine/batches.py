@@ -39,11 +39,11 @@ __all__ = ["Batch", "Batcher"]
 _FREE_RETRIES = 5
 
 FUNCTION_REFRESH_SECONDS = 12 * 3600.0
-
-_SMALL_FUNCTIONS = 16  # small functions kept to send inline (the rest are read from the store)
 """Upload a function again before a batch that uses it once its last upload is this old: half
 of the shortest expiry ``starburst setup`` can set (1 day; S3 may expire objects up to a day
 late, never early)."""
+
+_SMALL_FUNCTIONS = 16  # small functions kept to send inline (the rest are read from the store)
 
 _NO_KWARGS: dict[str, Any] = {}  # shared by the calls whose arguments are pickled (never changed)
 
