@@ -123,11 +123,16 @@ class Dispatcher:
                 self._ledger.batches += 1
                 batch = formed
                 self._claims.bind(batch)
-            self._workers.assign(worker, batch, expected=self.outlook.expected(batch))
-            self.inflight[batch.batch_id] = batch
+            self._assign(worker, batch)
             if batch.futures:
                 return True
             self.complete(batch)  # every call of it was cancelled meanwhile
+
+    def _assign(self, worker: Worker, batch: Batch, *, rerun: bool = False) -> None:
+        """Assign ``batch`` to ``worker`` (in flight from now), saying how long it should run,
+        if known: the worker reads its next assignment late in it."""
+        self._workers.assign(worker, batch, rerun=rerun, expected=self.outlook.expected(batch))
+        self.inflight[batch.batch_id] = batch
 
     # -- taking batches back ----------------------------------------------------------------
 
@@ -164,8 +169,7 @@ class Dispatcher:
         for idle in [w for w in workers if w.batch is None]:
             batch = self._steal_queued(idle)
             if batch is not None:
-                self._workers.assign(idle, batch, expected=self.outlook.expected(batch))
-                self.inflight[batch.batch_id] = batch
+                self._assign(idle, batch)
                 progress = True
             elif self._rerun_stragglers and self._rerun(idle):
                 progress = True
@@ -208,7 +212,7 @@ class Dispatcher:
             return False
         worst.other = worst.worker
         self._ledger.reruns += len(worst.futures)
-        self._workers.assign(idle, worst, rerun=True, expected=self.outlook.expected(worst))
+        self._assign(idle, worst, rerun=True)
         return True
 
     def complete(self, batch: Batch, winner: str | None = None) -> None:
