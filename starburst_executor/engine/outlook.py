@@ -165,12 +165,11 @@ class Outlook:
                 left = end - now
                 if left > 0:
                     soon(left + min(poll_min / 4, _END_LOOK))
-                elif left > -expected - 1.0 and batch is head and queued is None:
-                    # Just late, its end was most likely reckoned a little early (from when
-                    # its claim was seen): look again soon, then less often.
-                    soon(min(late, max(_END_LOOK, -left / 2)))
                 elif left > -expected - 1.0:
-                    soon(poll_min)
+                    # Just late, a last batch's end was most likely reckoned a little early
+                    # (from when its claim was seen): look again soon, then less often.
+                    last = batch is head and queued is None
+                    soon(min(late, max(_END_LOOK, -left / 2)) if last else poll_min)
         return due
 
     def expected(self, batch: Batch) -> float | None:
