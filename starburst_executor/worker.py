@@ -257,7 +257,7 @@ class Worker:
                 key = _keys.batch_key(batch_id)
                 data = assignment.batch or self.store.get(key)  # a small one came inline
                 batch = payload.Batch.decode(data, key=key, secret=self.secret)
-            self._take_inline_function(assignment, batch)
+                self._take_inline_function(assignment, batch)  # else taken already
             functions = [self._load_function(d) for d in batch.digests]
         except Exception as exc:
             error: Exception = exc
@@ -319,6 +319,7 @@ _EAGER_POLLS = 3
 # this share of it (the client queues it a poll or so after the batch starts).
 _AHEAD_MIN_SECONDS = 0.5
 _AHEAD_AT = 0.75
+
 
 class _Lookahead:
     """One read of an assignment, in the background after ``delay`` seconds unless taken (or
